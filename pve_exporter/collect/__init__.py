@@ -1,0 +1,21 @@
+"""The explicit collector registry: a literal list, no import side effects."""
+
+from __future__ import annotations
+
+from pve_exporter.collect import cluster_extra, config, node_extra, resources, status
+from pve_exporter.collect.base import Collector
+
+
+def build_collectors(
+    *, all_enum_states: bool = False, config_max_per_cycle: int = 50, config_refresh_seconds: float = 3600.0
+) -> tuple[Collector, ...]:
+    return (
+        status.COLLECTOR,
+        resources.make_collector(all_enum_states),
+        cluster_extra.VERSION_COLLECTOR,
+        cluster_extra.BACKUP_COLLECTOR,
+        cluster_extra.QDEVICE_COLLECTOR,
+        node_extra.REPLICATION_COLLECTOR,
+        node_extra.SUBSCRIPTION_COLLECTOR,
+        config.make_collector(config_max_per_cycle, config_refresh_seconds),
+    )

@@ -1,0 +1,303 @@
+"""Composition root: builds clients, pollers, the snapshot store and the web app; starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from pve_exporter import __version__, logs
+from pve_exporter.collect import build_collectors
+from pve_exporter.collect.base import Collector
+from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
+from pve_exporter.httperrors import error_response
+from pve_exporter.poller import Poller, PollerTiming
+from pve_exporter.pve.client import PveClient
+from pve_exporter.selfmetrics import SelfStats
+from pve_exporter.settings import ClusterSettings, ConfigError, Settings, load_settings
+from pve_exporter.snapshot import SnapshotStore
+
+log = structlog.get_logger("pve_exporter.app")
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+class ClusterRuntime:
+    """A running cluster: its settings, client, poller and poll task."""
+
+    def __init__(self, cfg: ClusterSettings, client: PveClient, poller: Poller) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.poller = poller
+        self.task: asyncio.Task[None] | None = None
+
+
+class Daemon:
+    """Everything that runs: one poller per cluster feeding one store, rendered for /metrics."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time, config_path: str | None = None):
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self.store = SnapshotStore()
+        self.stats = SelfStats()
+        self.exposition = Exposition()
+        self.store.subscribe(self.exposition.update)
+        self.clusters: dict[str, ClusterRuntime] = {}
+        self.reloads_failed = 0
+        self.started_at = clock()
+
+    def _collectors(self) -> tuple[Collector, ...]:
+        c = self.settings.collect
+        return build_collectors(
+            all_enum_states=c.all_enum_states,
+            config_max_per_cycle=c.config_max_per_cycle,
+            config_refresh_seconds=c.config_refresh_seconds,
+        )
+
+    def _build(self, cfg: ClusterSettings) -> ClusterRuntime:
+        client = PveClient(
+            cfg.endpoints,
+            cfg.token_id,
+            cfg.secret(),
+            verify_ssl=cfg.verify_ssl,
+            ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+            timeout=cfg.timeout_seconds,
+            max_concurrency=cfg.max_concurrency,
+            observer=self.stats.observer(cfg.name),
+            clock=self.clock,
+        )
+        timing = PollerTiming(
+            interval=cfg.interval_seconds,
+            timeout=cfg.timeout_seconds,
+            stale_after=cfg.stale_after,
+            slow_factor=self.settings.collect.slow_interval_factor,
+        )
+        poller = Poller(cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock)
+        return ClusterRuntime(cfg, client, poller)
+
+    def _start_one(self, cfg: ClusterSettings) -> None:
+        rt = self._build(cfg)
+        rt.task = asyncio.create_task(rt.poller.run_forever(), name=f"poll-{cfg.name}")
+        self.clusters[cfg.name] = rt
+        log.info("cluster started", cluster=cfg.name, endpoints=cfg.endpoints, interval=cfg.interval_seconds)
+
+    async def _stop_one(self, name: str, *, forget: bool) -> None:
+        rt = self.clusters.pop(name)
+        if rt.task is not None:
+            rt.task.cancel()
+            await asyncio.gather(rt.task, return_exceptions=True)
+        await rt.client.close()
+        if forget:
+            self.store.remove(name)
+            self.exposition.remove(name)
+            self.stats.forget(name)
+
+    async def start(self) -> None:
+        logs.register_secrets(self.settings.secrets())
+        for cfg in self.settings.clusters:
+            self._start_one(cfg)
+
+    async def stop(self) -> None:
+        for name in list(self.clusters):
+            await self._stop_one(name, forget=False)
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply only what changed. A bad file keeps the running config."""
+        if self.config_path is None:
+            return False
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            self.reloads_failed += 1
+            log.error("reload rejected, keeping the running config", error=str(exc))
+            return False
+        logs.register_secrets(new.secrets())
+        old = {c.name: c for c in self.settings.clusters}
+        fresh = {c.name: c for c in new.clusters}
+        self.settings = new
+        for name in old.keys() - fresh.keys():
+            await self._stop_one(name, forget=True)
+            log.info("cluster removed", cluster=name)
+        for name, cfg in fresh.items():
+            if name in old and old[name] == cfg:
+                continue
+            if name in self.clusters:
+                await self._stop_one(name, forget=False)
+            self._start_one(cfg)
+        log.info("config reloaded", clusters=sorted(fresh))
+        return True
+
+    def ready(self) -> bool:
+        return all(self.store.get(name) is not None for name in self.clusters)
+
+    def metrics_body(self, selection: list[str], gzipped: bool) -> bytes:
+        data = self.exposition.body(selection, gzipped=gzipped)
+        own = render(self.stats.families(selection))
+        return data + (gzip.compress(own, compresslevel=5) if gzipped else own)
+
+
+# -- HTTP handlers --------------------------------------------------------------------------
+
+
+def _wants_gzip(request: web.Request) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "")
+
+
+def _metrics_response(request: web.Request, selection: list[str]) -> web.Response:
+    daemon = request.app[DAEMON]
+    gz = _wants_gzip(request)
+    resp = web.Response(body=daemon.metrics_body(selection, gz))
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    if gz:
+        resp.headers["Content-Encoding"] = "gzip"
+    return resp
+
+
+def _unknown_cluster(name: str, known: list[str], param: str) -> web.Response:
+    return error_response(
+        400,
+        "UNKNOWN_CLUSTER",
+        f"{param} {name!r} is not a configured cluster",
+        details={param: name, "configured": known},
+        recovery=["Use the name of a cluster from the daemon's config (or one of its endpoint hosts for /pve)."],
+    )
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    known = sorted(daemon.clusters)
+    wanted = request.query.getall("cluster", [])
+    if not wanted:
+        return _metrics_response(request, known)
+    for name in wanted:
+        if name not in daemon.clusters:
+            return _unknown_cluster(name, known, "cluster")
+    return _metrics_response(request, wanted)
+
+
+async def handle_pve(request: web.Request) -> web.Response:
+    """prometheus-pve-exporter's `/pve?target=…` for drop-in scrape configs; only configured targets."""
+    daemon = request.app[DAEMON]
+    target = request.query.get("target", "")
+    known = sorted(daemon.clusters)
+    for name, rt in daemon.clusters.items():
+        hosts = {e.split("://", 1)[1].rsplit(":", 1)[0].strip("[]") for e in rt.cfg.endpoints}
+        if target == name or target in hosts or target in rt.cfg.endpoints:
+            return _metrics_response(request, [name])
+    return _unknown_cluster(target, known, "target")
+
+
+async def handle_healthy(request: web.Request) -> web.Response:
+    return web.Response(text="OK\n")
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    if request.app[DAEMON].ready():
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="waiting for the first collection cycle\n")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.0f} s ago"
+
+
+async def handle_index(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    now = daemon.clock()
+    rows = []
+    for name in sorted(daemon.clusters):
+        snap = daemon.store.get(name)
+        e = html.escape(name)
+        if snap is None:
+            rows.append(f"<tr><td>{e}</td><td>starting</td><td>never</td><td>0</td><td>0</td><td></td></tr>")
+            continue
+        series = sum(len(f.samples) for f in snap.families)
+        failing = [r.name for r in snap.results.values() if not r.ok]
+        state = "ok" if snap.reachable and not failing else ("unreachable" if not snap.reachable else "partial")
+        age = _age(now - snap.last_success if snap.last_success else None)
+        rows.append(
+            f"<tr><td>{e}</td><td class='{state}'>{state}</td><td>{age}</td><td>{len(snap.guests)}</td>"
+            f"<td>{series}</td><td><a href='metrics?cluster={e}'>metrics</a>"
+            f"{' · failing: ' + html.escape(', '.join(failing)) if failing else ''}</td></tr>"
+        )
+    page = _INDEX.format(version=__version__, rows="\n".join(rows))
+    return web.Response(text=page, content_type="text/html")
+
+
+_INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>pve_exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}}.ok{{color:green}}.partial{{color:#b60}}.unreachable{{color:red}}</style>
+</head><body>
+<h1>pve_exporter {version}</h1>
+<p><a href="metrics">/metrics</a> (all clusters) · <a href="-/healthy">/-/healthy</a> ·
+<a href="-/ready">/-/ready</a></p>
+<table><tr><th>cluster</th><th>state</th><th>last success</th><th>guests</th><th>series</th><th></th></tr>
+{rows}
+</table></body></html>
+"""
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[DAEMON] = daemon
+
+    async def lifecycle(app: web.Application) -> Any:
+        await daemon.start()
+        yield
+        await daemon.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/", handle_index)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/pve", handle_pve)
+    app.router.add_get("/-/healthy", handle_healthy)
+    app.router.add_get("/-/ready", handle_ready)
+    return app
+
+
+async def serve(settings: Settings, *, config_path: str | None = None, ready: Callable[[], None] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    daemon = Daemon(settings, config_path=config_path)
+    app = build_app(daemon)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen", listen=settings.listen, error=exc.strerror or str(exc))
+        await runner.cleanup()
+        return 1
+    log.info("listening", listen=settings.listen, clusters=[c.name for c in settings.clusters])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reload_tasks: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        t = asyncio.create_task(daemon.reload())
+        reload_tasks.add(t)
+        t.add_done_callback(reload_tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if ready is not None:
+        ready()
+    await stop.wait()
+    log.info("shutting down")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,117 @@
+"""The data model every collector produces: metric families of plain tuples, and the plan types.
+
+A collector is two pure functions: `plan(shared, cache)` says which API paths it needs this cycle,
+and `parse(shared, payloads)` turns their JSON into families. The poller does all the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["gauge", "counter", "untyped"]
+LabelValues = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family. `name` is the exposed name (counters carry `_total`); no cluster label here."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    samples: tuple[tuple[LabelValues, float], ...]
+
+
+class FamilyBuilder:
+    """Collects samples for one family; `add` skips None so absent data never becomes a zero."""
+
+    __slots__ = ("help", "kind", "labels", "name", "samples")
+
+    def __init__(self, name: str, kind: Kind, help: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help
+        self.labels = tuple(labels)
+        self.samples: list[tuple[LabelValues, float]] = []
+
+    def add(self, values: LabelValues, value: float | None) -> None:
+        if value is not None:
+            self.samples.append((values, float(value)))
+
+    def build(self) -> Family:
+        return Family(self.name, self.kind, self.help, self.labels, tuple(self.samples))
+
+
+def build_all(builders: Iterable[FamilyBuilder]) -> list[Family]:
+    """Families with at least one sample (an empty family only adds HELP noise)."""
+    return [b.build() for b in builders if b.samples]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One GET a collector needs. `key` is unique per cluster; `node` routes it to that node."""
+
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    node: str | None = None
+
+    @property
+    def key(self) -> str:
+        if not self.params:
+            return self.path
+        return self.path + "?" + "&".join(f"{k}={v}" for k, v in self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    name: str
+    online: bool
+    ip: str | None
+    nodeid: int | None
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every cycle fetches once and all collectors share: /cluster/status and /cluster/resources."""
+
+    cluster: str  # the configured name: the `cluster` label
+    status: Sequence[Mapping[str, Any]] | None
+    resources: Sequence[Mapping[str, Any]] | None
+    nodes: tuple[NodeRef, ...] = ()
+    pve_cluster_name: str | None = None  # the name PVE itself reports (absent on a standalone node)
+
+    def online_nodes(self) -> list[str]:
+        return [n.name for n in self.nodes if n.online]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    """Read-only view of cached payload ages, so `plan` can decide what to refresh (pure)."""
+
+    now: float
+    fetched_at: Mapping[str, float] = field(default_factory=dict)
+
+    def age(self, key: str) -> float | None:
+        t = self.fetched_at.get(key)
+        return None if t is None else self.now - t
+
+
+PlanFn = Callable[[Shared, CacheView], Sequence[Request]]
+ParseFn = Callable[[Shared, Mapping[str, Any]], list[Family]]
+
+
+@dataclass(frozen=True, slots=True)
+class Collector:
+    """A named unit of collection with its own success metric and cadence tier."""
+
+    name: str
+    tier: Literal["fast", "slow"]
+    plan: PlanFn
+    parse: ParseFn
+    needs_resources: bool = False  # fails (and keeps stale data) when /cluster/resources failed
+    needs_status: bool = False
+    max_age: float | None = None  # how long cached payloads live; None = derived from the tier

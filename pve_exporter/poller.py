@@ -1,0 +1,342 @@
+"""One poller per cluster: runs collection cycles on its interval, never overlapping itself.
+
+A cycle fetches /cluster/status and /cluster/resources once, asks every due collector which other
+paths it needs (`plan`), fetches those concurrently under the cycle deadline, feeds the payloads to
+the pure `parse` functions, and swaps a new Snapshot into the store. A failed fetch keeps the last
+good payload for `stale_after` seconds (the collector is then marked stale), then drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from pve_exporter.collect.base import CacheView, Collector, Family, Request
+from pve_exporter.collect.status import make_shared
+from pve_exporter.pve.client import PveClient
+from pve_exporter.pve.errors import PveError, PveTimeoutError
+from pve_exporter.pve.values import flag, integer, split_tags, text
+from pve_exporter.selfmetrics import SelfStats
+from pve_exporter.snapshot import CollectorResult, GuestRef, Payload, Snapshot, SnapshotStore
+
+STATUS = Request("/cluster/status")
+RESOURCES = Request("/cluster/resources")
+
+
+@dataclass(frozen=True, slots=True)
+class PollerTiming:
+    interval: float
+    timeout: float
+    stale_after: float
+    slow_factor: int = 20
+
+    @property
+    def slow_interval(self) -> float:
+        return self.interval * self.slow_factor
+
+    @property
+    def deadline(self) -> float:
+        """A cycle must end before the next one is due, whatever the per-request timeout says."""
+        return max(0.5, self.interval * 0.9)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    data: Any = None
+    error: PveError | None = None
+    started: float = 0.0
+    ended: float = 0.0
+
+
+def merge_families(families: Sequence[Family]) -> tuple[Family, ...]:
+    """Several collectors may add to one family (pve_up); the exposition needs each name once."""
+    by_name: dict[str, Family] = {}
+    for f in families:
+        prev = by_name.get(f.name)
+        if prev is None:
+            by_name[f.name] = f
+        elif prev.labels == f.labels:
+            by_name[f.name] = Family(prev.name, prev.kind, prev.help, prev.labels, prev.samples + f.samples)
+    return tuple(by_name[n] for n in sorted(by_name))
+
+
+def guest_inventory(resources: Any) -> dict[int, GuestRef]:
+    out: dict[int, GuestRef] = {}
+    for row in resources or []:
+        kind = row.get("type")
+        vmid = integer(row.get("vmid"))
+        if kind not in ("qemu", "lxc") or vmid is None:
+            continue
+        out[vmid] = GuestRef(
+            vmid=vmid,
+            node=text(row.get("node")) or "",
+            type=kind,
+            name=text(row.get("name")) or "",
+            status=text(row.get("status")) or "unknown",
+            template=bool(flag(row.get("template"))),
+            tags=split_tags(row.get("tags")),
+        )
+    return out
+
+
+class Poller:
+    def __init__(
+        self,
+        cluster: str,
+        client: PveClient,
+        collectors: Sequence[Collector],
+        store: SnapshotStore,
+        stats: SelfStats,
+        timing: PollerTiming,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.client = client
+        self.collectors = tuple(collectors)
+        self.store = store
+        self.stats = stats
+        self.timing = timing
+        self._clock = clock
+        self._sleep = sleep
+        self._log = structlog.get_logger("pve_exporter.poller").bind(cluster=cluster)
+        self._lock = asyncio.Lock()
+        self._trigger = asyncio.Event()
+        self._shared_cache: dict[str, Payload] = {}
+        self._cache: dict[str, dict[str, Payload]] = {c.name: {} for c in self.collectors}
+        self._last_run: dict[str, float] = {}
+        self._results: dict[str, CollectorResult] = {}
+        self._last_reach: float | None = None
+        self._seq = 0
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
+        self._trigger.set()
+
+    async def run_forever(self) -> None:
+        next_at = self._clock()
+        while True:
+            delay = next_at - self._clock()
+            if delay > 0 and not self._trigger.is_set():
+                await self._wait(delay)
+            self._trigger.clear()
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop the cluster's polling for good
+                self._log.exception("cycle crashed")
+            now = self._clock()
+            next_at += self.timing.interval
+            if next_at <= now:
+                missed = int((now - next_at) // self.timing.interval) + 1
+                self.stats.overruns[self.cluster] += missed
+                self._log.warning("cycle overran its interval", skipped_starts=missed)
+                next_at += missed * self.timing.interval
+
+    async def _wait(self, delay: float) -> None:
+        if self._sleep is not None:
+            await self._sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._trigger.wait(), timeout=delay)
+
+    # -- one cycle --------------------------------------------------------------------------
+
+    async def run_once(self) -> Snapshot:
+        async with self._lock:  # single flight: a triggered cycle waits for the running one
+            return await self._cycle()
+
+    async def _fetch(self, req: Request) -> _Outcome:
+        out = _Outcome(started=time.monotonic())
+        try:
+            out.data = await self.client.get(req.path, dict(req.params) or None)
+        except PveError as exc:
+            out.error = exc
+        out.ended = time.monotonic()
+        return out
+
+    async def _fetch_all(self, reqs: Sequence[Request], budget: float) -> list[_Outcome]:
+        if not reqs:
+            return []
+        tasks = [asyncio.ensure_future(self._fetch(r)) for r in reqs]
+        done, pending = await asyncio.wait(tasks, timeout=max(budget, 0.001))
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        now = time.monotonic()
+        outs = []
+        for t, r in zip(tasks, reqs, strict=True):
+            if t in done and not t.cancelled():
+                outs.append(t.result())
+            else:
+                err = PveTimeoutError("cycle deadline reached before the answer", path=r.path)
+                outs.append(_Outcome(error=err, started=now, ended=now))
+        return outs
+
+    def _keep(self, cache: dict[str, Payload], key: str, out: _Outcome, now: float, max_age: float) -> bool:
+        """Store a fresh payload, or keep the cached one while it is young enough. True if stale data is served."""
+        if out.error is None:
+            cache[key] = Payload(out.data, now)
+            return False
+        prev = cache.get(key)
+        if prev is not None and now - prev.fetched_at <= max_age:
+            return True
+        cache.pop(key, None)
+        return False
+
+    def _max_age(self, c: Collector) -> float:
+        if c.max_age is not None:
+            return c.max_age
+        if c.tier == "slow":
+            return max(self.timing.stale_after, 3 * self.timing.slow_interval)
+        return self.timing.stale_after
+
+    async def _cycle(self) -> Snapshot:
+        started = self._clock()
+        t0 = time.monotonic()
+        budget = self.timing.deadline
+        status_out, res_out = await self._fetch_all([STATUS, RESOURCES], budget)
+        now = self._clock()
+        status_stale = self._keep(self._shared_cache, STATUS.key, status_out, now, self.timing.stale_after)
+        res_stale = self._keep(self._shared_cache, RESOURCES.key, res_out, now, self.timing.stale_after)
+        status_p = self._shared_cache.get(STATUS.key)
+        res_p = self._shared_cache.get(RESOURCES.key)
+        shared = make_shared(
+            self.cluster, status_p.data if status_p else None, res_p.data if res_p else None
+        )
+        if res_out.error is None:
+            self._last_reach = now
+        self._log_shared(res_out.error)
+
+        cache_times = {}
+        due: list[tuple[Collector, list[Request]]] = []
+        for c in self.collectors:
+            last = self._last_run.get(c.name)
+            if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
+                continue
+            view = CacheView(now, {k: p.fetched_at for k, p in self._cache[c.name].items()})
+            cache_times[c.name] = view
+            due.append((c, list(c.plan(shared, view))))
+            self._last_run[c.name] = now
+
+        flat = [r for _, reqs in due for r in reqs]
+        remaining = budget - (time.monotonic() - t0)
+        outs = await self._fetch_all(flat, remaining)
+        now = self._clock()
+        phase_start = time.monotonic()
+
+        all_families: list[Family] = []
+        i = 0
+        due_names = {c.name for c, _ in due}
+        reqs_of = {c.name: reqs for c, reqs in due}
+        for c in self.collectors:
+            cache = self._cache[c.name]
+            errors: list[PveError] = []
+            stale = False
+            ended = phase_start
+            if c.name in due_names:
+                for r in reqs_of[c.name]:
+                    out = outs[i]
+                    i += 1
+                    ended = max(ended, out.ended)
+                    stale |= self._keep(cache, r.key, out, now, self._max_age(c))
+                    if out.error is not None:
+                        errors.append(out.error)
+                if c.needs_resources and res_out.error is not None:
+                    errors.insert(0, res_out.error)
+                    stale |= res_stale
+                if c.needs_status and status_out.error is not None:
+                    errors.insert(0, status_out.error)
+                    stale |= status_stale
+            max_age = self._max_age(c)
+            for k in [k for k, p in cache.items() if now - p.fetched_at > max_age]:
+                del cache[k]
+            t_parse = time.monotonic()
+            families: list[Family] = []
+            parse_error: str | None = None
+            if (c.needs_resources and shared.resources is None) or (c.needs_status and shared.status is None):
+                families = []
+            else:
+                try:
+                    families = c.parse(shared, {k: p.data for k, p in cache.items()})
+                except Exception as exc:  # a parser bug costs only this collector
+                    self._log.exception("parser failed", collector=c.name)
+                    parse_error = f"{type(exc).__name__}: {exc}"
+            all_families.extend(families)
+            parse_time = time.monotonic() - t_parse
+            prev = self._results.get(c.name)
+            if c.name not in due_names and prev is not None:
+                self._results[c.name] = CollectorResult(
+                    c.name, prev.ok, prev.stale, prev.duration, prev.error_kind, prev.error, prev.last_success, False
+                )
+                continue
+            ok = not errors and parse_error is None
+            kind = errors[0].kind if errors else ("parse" if parse_error else None)
+            err_text = str(errors[0]) if errors else parse_error
+            result = CollectorResult(
+                name=c.name,
+                ok=ok,
+                stale=stale and not ok,
+                duration=(ended - phase_start if reqs_of.get(c.name) else 0.0) + parse_time
+                + (phase_start - t0 if (c.needs_resources or c.needs_status) else 0.0),
+                error_kind=kind,
+                error=err_text,
+                last_success=now if ok else (prev.last_success if prev else None),
+            )
+            self._log_transition(prev, result)
+            self._results[c.name] = result
+
+        finished = self._clock()
+        self._seq += 1
+        payloads: dict[str, Payload] = dict(self._shared_cache)
+        for cache in self._cache.values():
+            payloads.update(cache)
+        snap = Snapshot(
+            cluster=self.cluster,
+            seq=self._seq,
+            started_at=started,
+            finished_at=finished,
+            reachable=res_out.error is None,
+            last_success=self._last_reach,
+            families=merge_families(all_families),
+            results=MappingProxyType(dict(self._results)),
+            payloads=MappingProxyType(payloads),
+            shared=shared,
+            guests=MappingProxyType(guest_inventory(shared.resources)),
+        )
+        self.stats.cycles[self.cluster] += 1
+        self.stats.cycle_seconds[self.cluster] = time.monotonic() - t0
+        self.stats.snapshots[self.cluster] = snap
+        self.store.put(snap)
+        return snap
+
+    _was_reachable: bool | None = None
+
+    def _log_shared(self, error: PveError | None) -> None:
+        reachable = error is None
+        if reachable != self._was_reachable:
+            if reachable:
+                self._log.info("cluster reachable", endpoint=self.client.preferred_endpoint)
+            else:
+                self._log.warning("cluster unreachable", error=str(error), kind=error.kind if error else None)
+        self._was_reachable = reachable
+
+    def _log_transition(self, prev: CollectorResult | None, new: CollectorResult) -> None:
+        if not new.ok and (prev is None or prev.ok):
+            self._log.warning(
+                "collector failing", collector=new.name, kind=new.error_kind, error=new.error, stale=new.stale
+            )
+        elif new.ok and prev is not None and not prev.ok:
+            self._log.info("collector recovered", collector=new.name)

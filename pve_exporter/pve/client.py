@@ -1,0 +1,266 @@
+"""aiohttp client for one PVE cluster: token auth, several endpoints with failover, typed errors.
+
+It knows no metrics: it reports each request to an optional observer (the self-metrics) and
+returns the unwrapped `data` of PVE's `{"data": ...}` envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from pve_exporter.pve.errors import (
+    PveApiError,
+    PveAuthError,
+    PveError,
+    PveNotFoundError,
+    PvePermissionError,
+    PveProtocolError,
+    PveTimeoutError,
+    PveUnreachableError,
+)
+
+log = structlog.get_logger("pve_exporter.pve")
+
+# Statuses after which another endpoint may do better: the one we asked is broken or overloaded.
+_FAILOVER_STATUSES = frozenset({500, 502, 503, 504, 595, 596, 597, 599})
+# Pseudo-statuses pveproxy relays when *it* cannot reach the node it proxies to (pve-api.md §1.4).
+_PROXY_STATUSES = frozenset({595, 596, 597, 599})
+_NODE_PATH = re.compile(r"^/nodes/[^/]+/")
+
+_TEMPLATE_RULES = (
+    (re.compile(r"^/nodes/[^/]+"), "/nodes/{node}"),
+    (re.compile(r"/(qemu|lxc)/\d+"), r"/\1/{vmid}"),
+    (re.compile(r"/tasks/[^/]+"), "/tasks/{upid}"),
+    (re.compile(r"/storage/[^/]+"), "/storage/{storage}"),
+    (re.compile(r"/replication/[^/]+"), "/replication/{id}"),
+)
+
+
+def template_path(path: str) -> str:
+    """`/nodes/pve1/qemu/100/config` → `/nodes/{node}/qemu/{vmid}/config` (bounded label values)."""
+    path = path.split("?", 1)[0]
+    for rx, repl in _TEMPLATE_RULES:
+        path = rx.sub(repl, path)
+    return path
+
+
+def normalize_endpoint(raw: str) -> str:
+    """`pve1.example.com` → `https://pve1.example.com:8006`; scheme and port are optional."""
+    raw = raw.strip().rstrip("/")
+    if "://" not in raw:
+        raw = "https://" + raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a host[:port] or http(s) URL: {raw!r}")
+    port = parts.port or 8006
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+class RequestObserver(Protocol):
+    def api_request(self, endpoint: str, method: str, path: str, outcome: str, seconds: float) -> None: ...
+
+    def endpoint_health(self, endpoint: str, up: bool) -> None: ...
+
+
+@dataclass
+class EndpointState:
+    """Health of one configured endpoint, as seen by the last request sent to it."""
+
+    url: str
+    up: bool | None = None
+    last_error: str | None = None
+    last_change: float = field(default=0.0)
+
+
+class PveClient:
+    """One aiohttp session per cluster; requests bounded by a semaphore; endpoint failover."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        token_id: str,
+        token_secret: str,
+        *,
+        verify_ssl: bool = True,
+        ca_file: str | None = None,
+        timeout: float = 5.0,
+        max_concurrency: int = 8,
+        observer: RequestObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.endpoints = [EndpointState(normalize_endpoint(e)) for e in endpoints]
+        self._auth = f"PVEAPIToken={token_id}={token_secret}"
+        self._ssl: ssl.SSLContext | bool
+        if ca_file:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        elif verify_ssl:
+            self._ssl = True
+        else:
+            self._ssl = False
+        self.timeout = timeout
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._observer = observer
+        self._clock = clock
+        self._preferred = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def preferred_endpoint(self) -> str:
+        return self.endpoints[self._preferred].url
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_concurrency * 2, ssl=self._ssl),
+                headers={"Authorization": self._auth, "Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get(self, path: str, params: dict[str, Any] | None = None, *, endpoint: str | None = None) -> Any:
+        """GET `path` (relative to /api2/json) and return the envelope's `data`."""
+        return await self.request("GET", path, params=params, endpoint=endpoint)
+
+    async def post(self, path: str, data: dict[str, Any] | None = None) -> Any:
+        return await self.request("POST", path, data=data)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        endpoint: str | None = None,
+    ) -> Any:
+        """Try the preferred endpoint first, then the others; remember the one that answered.
+
+        `endpoint` pins one base URL (a node's own address) and disables failover.
+        """
+        node_scoped = bool(_NODE_PATH.match(path))
+        if endpoint is not None:
+            order = [EndpointState(normalize_endpoint(endpoint))]
+        else:
+            n = len(self.endpoints)
+            order = [self.endpoints[(self._preferred + i) % n] for i in range(n)]
+        last: PveError | None = None
+        for ep in order:
+            try:
+                result = await self._once(ep, method, path, params, data)
+            except PveError as exc:
+                last = exc
+                if isinstance(exc, PveTimeoutError | PveUnreachableError) and exc.status is None:
+                    self._mark(ep, False, str(exc))  # transport failure: this endpoint is down
+                    continue
+                if exc.status in _FAILOVER_STATUSES and not (node_scoped and exc.status in _PROXY_STATUSES):
+                    self._mark(ep, False, str(exc))
+                    continue
+                self._mark(ep, True, None)  # PVE answered: the endpoint works, the request does not
+                raise
+            self._mark(ep, True, None)
+            if endpoint is None:
+                self._preferred = self.endpoints.index(ep)
+            return result
+        assert last is not None
+        raise last
+
+    def _mark(self, ep: EndpointState, up: bool, error: str | None) -> None:
+        if ep.up != up:
+            ep.last_change = self._clock()
+            if up and ep.up is False:
+                log.info("endpoint recovered", endpoint=ep.url)
+            elif not up:
+                log.warning("endpoint failing", endpoint=ep.url, error=error)
+        ep.up = up
+        ep.last_error = error
+        if self._observer is not None:
+            self._observer.endpoint_health(ep.url, up)
+
+    async def _once(self, ep: EndpointState, method: str, path: str, params: dict[str, Any] | None, data: Any) -> Any:
+        url = f"{ep.url}/api2/json{path}"
+        template = template_path(path)
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            async with self._sem:
+                started = time.monotonic()
+                session = self._get_session()
+                async with session.request(method, url, params=params, data=data) as resp:
+                    outcome = str(resp.status)
+                    body = await resp.read()
+                    return _decode(resp.status, resp.reason or "", body, path=path, endpoint=ep.url)
+        except PveError:
+            raise
+        except TimeoutError as exc:
+            outcome = "timeout"
+            raise PveTimeoutError(f"no answer within {self.timeout:g}s", path=path, endpoint=ep.url) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome = "unreachable"
+            raise PveUnreachableError(f"{type(exc).__name__}: {_safe(exc)}", path=path, endpoint=ep.url) from exc
+        finally:
+            if self._observer is not None:
+                self._observer.api_request(ep.url, method, template, outcome, time.monotonic() - started)
+
+
+def _safe(exc: BaseException) -> str:
+    """Exception text without request details (aiohttp reprs may carry headers)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status} {exc.message}"
+    return str(exc)[:300]
+
+
+def _decode(status: int, reason: str, body: bytes, *, path: str, endpoint: str) -> Any:
+    """Unwrap `{"data": ...}` or turn the error answer into a typed PveError."""
+    if status == 200:
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise PveProtocolError("answer is not JSON", status=status, path=path, endpoint=endpoint) from exc
+        if not isinstance(doc, dict) or "data" not in doc:
+            raise PveProtocolError("answer has no data envelope", status=status, path=path, endpoint=endpoint)
+        return doc["data"]
+    message = reason.strip()
+    if body:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            if doc.get("message"):
+                message = str(doc["message"]).strip()
+            if doc.get("errors"):
+                message = f"{message} {doc['errors']}".strip()
+    message = message or f"HTTP {status}"
+    kw = {"status": status, "path": path, "endpoint": endpoint}
+    if status == 401:
+        raise PveAuthError(message, **kw)
+    if status == 403:
+        raise PvePermissionError(message, **kw)
+    if status in (404, 501):
+        raise PveNotFoundError(message, **kw)
+    if status in _PROXY_STATUSES:
+        raise PveUnreachableError(message, **kw)
+    raise PveApiError(message, **kw)
