@@ -1,0 +1,66 @@
+"""Exposition: format, escaping, cluster label, grouping across clusters, gzip, parse-back."""
+
+from __future__ import annotations
+
+import gzip
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pve_exporter.collect.base import Family
+from pve_exporter.export.prometheus import Exposition, fmt_value, render
+from pve_exporter.snapshot import Snapshot
+
+
+def snap(cluster: str, families, seq: int = 1) -> Snapshot:
+    return Snapshot(cluster, seq, 0.0, 1.0, True, 1.0, tuple(families), MappingProxyType({}))
+
+
+UP = Family("pve_up", "gauge", "Node/VM/CT-Status is online/running", ("id",), ((("node/pve1",), 1.0), (("qemu/100",), 0.0)))
+NET = Family("pve_network_receive_bytes_total", "counter", "Received.", ("id",), ((("qemu/100",), 12345678901234.0),))
+INFO = Family(
+    "pve_guest_info", "gauge", "VM/CT info", ("id", "node", "name", "type", "template", "tags"),
+    ((("qemu/100", "pve1", 'we"ird\\name\nx', "qemu", "0", "a;b"), 1.0),),
+)  # fmt: skip
+
+
+def test_fmt_value():
+    assert fmt_value(1.0) == "1"
+    assert fmt_value(0.0512394) == "0.0512394"
+    assert fmt_value(1.12589990684262e15) == "1125899906842620"
+    assert fmt_value(float("inf")) == "+Inf"
+    assert fmt_value(float("nan")) == "NaN"
+
+
+def test_render_has_cluster_first_and_no_timestamps():
+    text = render([UP, INFO], "prod").decode()
+    assert '# TYPE pve_up gauge\n' in text
+    assert 'pve_up{cluster="prod",id="node/pve1"} 1\n' in text
+    assert 'name="we\\"ird\\\\name\\nx"' in text
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert len(line.rsplit(" ", 2)) == 2  # name{labels} value, never a timestamp
+
+
+def test_round_trip_through_prometheus_parser():
+    text = render([UP, NET, INFO], "prod").decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["pve_network_receive_bytes"].type == "counter"
+    (s,) = fams["pve_guest_info"].samples
+    assert s.labels["name"] == 'we"ird\\name\nx'
+    assert s.labels["cluster"] == "prod"
+
+
+def test_families_grouped_across_clusters_and_cached():
+    e = Exposition()
+    e.update(snap("a", [UP, NET]))
+    e.update(snap("b", [UP]))
+    body = e.body(["a", "b"]).decode()
+    assert body.count("# TYPE pve_up gauge") == 1
+    assert 'pve_up{cluster="a",id="node/pve1"}' in body and 'pve_up{cluster="b",id="node/pve1"}' in body
+    assert e.body(["a", "b"]) is e.body(["a", "b"])  # served from cache until a snapshot changes
+    assert gzip.decompress(e.body(["a", "b"], gzipped=True)) == e.body(["a", "b"])
+    only_b = e.body(["b"]).decode()
+    assert 'cluster="a"' not in only_b
+    e.update(snap("b", [], seq=2))
+    assert 'cluster="b"' not in e.body(["a", "b"]).decode()
