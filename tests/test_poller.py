@@ -62,6 +62,9 @@ class FakeClient:
         for i in range(1, n_nodes + 1):
             self.answers[f"/nodes/pve{i}/replication"] = []
             self.answers[f"/nodes/pve{i}/subscription"] = {"status": "notfound"}
+            self.answers[f"/nodes/pve{i}/status"] = {"loadavg": ["0.10", "0.20", "0.30"], "wait": 0.01}
+            self.answers[f"/nodes/pve{i}/qemu"] = []
+            self.answers[f"/nodes/pve{i}/lxc"] = []
         self.calls: list[str] = []
         self.hang: set[str] = set()
         self.in_flight = 0
@@ -119,15 +122,16 @@ async def test_first_cycle_runs_every_tier_and_shares_status_and_resources():
 
 
 async def test_request_count_formula_per_cycle():
-    """First cycle: 2 shared + version + backup + qdevice + N replication + N subscription + G configs."""
-    poller, client, clock, _ = make(client=FakeClient(n_nodes=3, guests_per_node=4))
+    """First cycle: 2 shared + version + backup + qdevice + 5 per node (status, qemu, lxc, replication,
+    subscription) + G configs. Fast cycles: 2 shared + qdevice + 4 per node, nothing per guest."""
+    n, per_node = 3, 4
+    poller, client, clock, _ = make(client=FakeClient(n_nodes=n, guests_per_node=per_node))
     await poller.run_once()
-    assert len(client.calls) == 2 + 3 + 3 + 3 + 12
+    assert len(client.calls) == 2 + 3 + 5 * n + n * per_node
     client.calls.clear()
     clock.t += 15
     await poller.run_once()
-    # Fast cycle: shared + qdevice + replication per node; no per-guest calls, no slow tier.
-    assert len(client.calls) == 2 + 1 + 3
+    assert len(client.calls) == 2 + 1 + 4 * n
     assert not [c for c in client.calls if c.endswith("/config")]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pve_exporter.collect import cluster_extra, config, node_extra, resources, status
+from pve_exporter.collect import cluster_extra, config, guests, node_extra, node_status, resources, status
 from pve_exporter.collect.base import Collector
 
 
@@ -15,6 +15,8 @@ def build_collectors(
         cluster_extra.VERSION_COLLECTOR,
         cluster_extra.BACKUP_COLLECTOR,
         cluster_extra.QDEVICE_COLLECTOR,
+        node_status.COLLECTOR,
+        guests.COLLECTOR,
         node_extra.REPLICATION_COLLECTOR,
         node_extra.SUBSCRIPTION_COLLECTOR,
         config.make_collector(config_max_per_cycle, config_refresh_seconds),

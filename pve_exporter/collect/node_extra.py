@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
+from pve_exporter.collect.node_status import node_payloads
 from pve_exporter.pve.values import num, text
 
 SUBSCRIPTION_STATES = ("new", "notfound", "active", "invalid", "expired", "suspended")
@@ -22,15 +23,6 @@ SUBSCRIPTION_STATES = ("new", "notfound", "active", "invalid", "expired", "suspe
 
 def _per_node(shared: Shared, suffix: str) -> list[Request]:
     return [Request(f"/nodes/{n}/{suffix}", node=n) for n in shared.online_nodes()]
-
-
-def _node_payloads(payloads: Mapping[str, Any], suffix: str) -> list[tuple[str, Any]]:
-    out = []
-    for key, data in payloads.items():
-        parts = key.split("/")
-        if len(parts) == 4 and parts[1] == "nodes" and parts[3] == suffix:
-            out.append((parts[2], data))
-    return sorted(out, key=lambda x: x[0])
 
 
 def parse_replication(node_jobs: list[tuple[str, Any]]) -> list[Family]:
@@ -116,7 +108,7 @@ def _plan_replication(shared: Shared, cache: CacheView) -> list[Request]:
 
 
 def _parse_replication(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
-    return parse_replication(_node_payloads(payloads, "replication"))
+    return parse_replication(node_payloads(payloads, "replication"))
 
 
 def _plan_subscription(shared: Shared, cache: CacheView) -> list[Request]:
@@ -124,7 +116,7 @@ def _plan_subscription(shared: Shared, cache: CacheView) -> list[Request]:
 
 
 def _parse_subscription(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
-    return parse_subscription(_node_payloads(payloads, "subscription"))
+    return parse_subscription(node_payloads(payloads, "subscription"))
 
 
 REPLICATION_COLLECTOR = Collector("replication", "fast", _plan_replication, _parse_replication)

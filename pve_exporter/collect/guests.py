@@ -1,0 +1,78 @@
+"""`GET /nodes/{node}/qemu?full=1` and `GET /nodes/{node}/lxc`, one call each per online node.
+
+    pvesh get /nodes/pve1/qemu --full 1
+    # HELP pve_guest_pressure_cpu_some_ratio PSI cpu some avg10 of the guest's cgroup (PVE 9)
+    pve_guest_pressure_cpu_some_ratio{cluster="prod",id="qemu/100"} 0.12
+
+These lists are live (unlike /cluster/resources, which lags ~10 s) and carry what the resources
+view lacks: PSI pressure (PVE 9; strings for LXC), swap for containers, and for QEMU in full mode
+the per-NIC, per-disk and balloon data that the InfluxDB output needs. O(nodes), never O(guests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
+from pve_exporter.collect.node_status import node_payloads
+from pve_exporter.pve.values import num, text
+
+PRESSURES = (
+    ("pressurecpusome", "cpu_some"), ("pressurecpufull", "cpu_full"),
+    ("pressureiosome", "io_some"), ("pressureiofull", "io_full"),
+    ("pressurememorysome", "memory_some"), ("pressurememoryfull", "memory_full"),
+)  # fmt: skip
+
+
+def parse_guest_lists(qemu: list[tuple[str, Any]], lxc: list[tuple[str, Any]]) -> list[Family]:
+    g = "gauge"
+    psi = {
+        field: FamilyBuilder(
+            f"pve_guest_pressure_{name}_ratio", g,
+            f"PSI {name.replace('_', ' ')} avg10 of the guest's cgroup (PVE 9 and later, running guests)", ("id",))
+        for field, name in PRESSURES
+    }  # fmt: skip
+    swap_size = FamilyBuilder("pve_guest_swap_size_bytes", g, "Configured swap of the container", ("id",))
+    swap_used = FamilyBuilder("pve_guest_swap_usage_bytes", g, "Swap used by the container", ("id",))
+    memhost = FamilyBuilder(
+        "pve_guest_memory_host_bytes", g, "Memory of the VM as the host sees it (PVE 9 memhost)", ("id",)
+    )
+    balloon = FamilyBuilder("pve_guest_balloon_actual_bytes", g, "Current balloon size of the VM", ("id",))
+    for kind, lists in (("qemu", qemu), ("lxc", lxc)):
+        for _node, rows in lists:
+            if not isinstance(rows, list):
+                continue
+            for row in rows:
+                vmid = text(row.get("vmid"))
+                if not vmid:
+                    continue
+                rid = (f"{kind}/{vmid}",)
+                running = row.get("status") == "running"
+                if running:
+                    for field, _ in PRESSURES:
+                        psi[field].add(rid, num(row.get(field)))
+                if kind == "lxc":
+                    swap_size.add(rid, num(row.get("maxswap")))
+                    swap_used.add(rid, num(row.get("swap")))
+                else:
+                    memhost.add(rid, num(row.get("memhost")))
+                    info = row.get("ballooninfo")
+                    if isinstance(info, Mapping):
+                        balloon.add(rid, num(info.get("actual")))
+    return build_all([*psi.values(), swap_size, swap_used, memhost, balloon])
+
+
+def _plan(shared: Shared, cache: CacheView) -> list[Request]:
+    out = []
+    for n in shared.online_nodes():
+        out.append(Request(f"/nodes/{n}/qemu", (("full", "1"),), node=n))
+        out.append(Request(f"/nodes/{n}/lxc", node=n))
+    return out
+
+
+def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
+    return parse_guest_lists(node_payloads(payloads, "qemu"), node_payloads(payloads, "lxc"))
+
+
+COLLECTOR = Collector("guests", "fast", _plan, _parse)
