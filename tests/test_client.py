@@ -63,7 +63,10 @@ def test_normalize_endpoint():
         ("/nodes/pve1/status", "/nodes/{node}/status"),
         ("/nodes/pve-2/qemu/100/config", "/nodes/{node}/qemu/{vmid}/config"),
         ("/nodes/pve1/lxc/200/status/current", "/nodes/{node}/lxc/{vmid}/status/current"),
-        ("/nodes/pve1/tasks/UPID:pve1:0001:0002:0003:qmstart:100:root@pam:/status", "/nodes/{node}/tasks/{upid}/status"),
+        (
+            "/nodes/pve1/tasks/UPID:pve1:0001:0002:0003:qmstart:100:root@pam:/status",
+            "/nodes/{node}/tasks/{upid}/status",
+        ),
         ("/nodes/pve1/storage/local/rrddata", "/nodes/{node}/storage/{storage}/rrddata"),
         ("/nodes/pve1/replication/100-0/status", "/nodes/{node}/replication/{id}/status"),
         ("/nodes/pve1/replication", "/nodes/{node}/replication"),

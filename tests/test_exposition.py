@@ -16,7 +16,9 @@ def snap(cluster: str, families, seq: int = 1) -> Snapshot:
     return Snapshot(cluster, seq, 0.0, 1.0, True, 1.0, tuple(families), MappingProxyType({}))
 
 
-UP = Family("pve_up", "gauge", "Node/VM/CT-Status is online/running", ("id",), ((("node/pve1",), 1.0), (("qemu/100",), 0.0)))
+UP = Family(
+    "pve_up", "gauge", "Node/VM/CT-Status is online/running", ("id",), ((("node/pve1",), 1.0), (("qemu/100",), 0.0))
+)
 NET = Family("pve_network_receive_bytes_total", "counter", "Received.", ("id",), ((("qemu/100",), 12345678901234.0),))
 INFO = Family(
     "pve_guest_info", "gauge", "VM/CT info", ("id", "node", "name", "type", "template", "tags"),

@@ -55,7 +55,7 @@ def parse_qdevice(shared: Shared, data: Any) -> list[Family]:
     )  # fmt: skip
     if not isinstance(data, Mapping) or not data:
         return []
-    qid = f"qdevice/{shared.pve_cluster_name or shared.cluster}"
+    qid = cluster_id(shared)  # prometheus-pve-exporter labels the QDevice with its cluster
     state = text(data.get("State")) or ""
     up.add((qid,), 1.0 if state.lower() == "connected" else 0.0)
     info.add(

@@ -2,7 +2,7 @@
 
     pvesh get /nodes/pve1/replication
     # HELP pve_replication_failed_syncs Proxmox vm replication fail_count
-    pve_replication_failed_syncs{cluster="prod",id="replication/100-0"} 0
+    pve_replication_failed_syncs{cluster="prod",id="100-0"} 0
 
 The replication list already carries last_sync/next_sync/fail_count/duration, so unlike
 prometheus-pve-exporter no per-job status call is made. Offline nodes are not asked.
@@ -49,12 +49,13 @@ def parse_replication(node_jobs: list[tuple[str, Any]]) -> list[Family]:
             if not jid or jid in seen:
                 continue
             seen.add(jid)
-            rid = f"replication/{jid}"
+            rid = jid  # prometheus-pve-exporter's format: the bare job id, node/… for source and target
             vmtype = text(job.get("vmtype")) or "qemu"
             guest = text(job.get("guest")) or jid.split("-", 1)[0]
+            target = text(job.get("target"))
             info.add(
-                (rid, text(job.get("type")) or "local", text(job.get("source")) or node,
-                 text(job.get("target")) or "", f"{vmtype}/{guest}"),
+                (rid, text(job.get("type")) or "local", f"node/{text(job.get('source')) or node}",
+                 f"node/{target}" if target else "", f"{vmtype}/{guest}"),
                 1.0,
             )  # fmt: skip
             duration.add((rid,), num(job.get("duration")))

@@ -31,12 +31,14 @@ def parse_node_status(node_status: list[tuple[str, Any]]) -> list[Family]:
         "iowait": FamilyBuilder("pve_node_iowait_ratio", g, "Fraction of CPU time waiting for I/O (0-1)", ("id",)),
         "mem_avail": FamilyBuilder(
             "pve_node_memory_available_bytes", g, "MemAvailable of the node (PVE 9 and later)", ("id",)),
-        "mem_free": FamilyBuilder("pve_node_memory_free_bytes", g, "Free memory of the node as PVE reports it", ("id",)),
+        "mem_free": FamilyBuilder(
+            "pve_node_memory_free_bytes", g, "Free memory of the node as PVE reports it", ("id",)),
         "swap_size": FamilyBuilder("pve_node_swap_size_bytes", g, "Swap size of the node", ("id",)),
         "swap_used": FamilyBuilder("pve_node_swap_usage_bytes", g, "Swap used on the node", ("id",)),
         "ksm": FamilyBuilder("pve_node_ksm_shared_bytes", g, "Memory shared by KSM on the node", ("id",)),
         "root_size": FamilyBuilder("pve_node_rootfs_size_bytes", g, "Size of the node's root filesystem", ("id",)),
-        "root_used": FamilyBuilder("pve_node_rootfs_usage_bytes", g, "Used bytes of the node's root filesystem", ("id",)),
+        "root_used": FamilyBuilder(
+            "pve_node_rootfs_usage_bytes", g, "Used bytes of the node's root filesystem", ("id",)),
         "root_avail": FamilyBuilder(
             "pve_node_rootfs_available_bytes", g, "Bytes of the root filesystem available to non-root users", ("id",)),
         "cpu_info": FamilyBuilder(

@@ -112,6 +112,7 @@ def _builders(all_enum_states: bool) -> dict[str, FamilyBuilder]:
 
 
 def _enum(builder: FamilyBuilder, rid: str, states: Sequence[str], current: str | None, emit_all: bool) -> None:
+    current = current or None  # an empty lock/hastate means "none"
     if current is None and not emit_all:
         return
     for state in states:

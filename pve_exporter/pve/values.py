@@ -17,7 +17,10 @@ def num(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        f = float(value)
+        try:
+            f = float(value)
+        except OverflowError:  # a JSON integer beyond float range
+            return None
     elif isinstance(value, str):
         s = value.strip()
         if not s:
