@@ -36,7 +36,8 @@ def rows(guests: int, nodes: int) -> list[dict]:
                     "status": "running", "name": f"guest-{vmid}", "template": 0, "cpu": 0.0512394, "maxcpu": 4,
                     "mem": 2254857830, "maxmem": 4294967296, "disk": 0, "maxdisk": 34359738368,
                     "netin": 9871234567 + g, "netout": 1234987654, "diskread": 5368712192, "diskwrite": 21474836480,
-                    "uptime": 864211, "tags": "prod;web", **({"hastate": "started"} if g % 10 == 0 else {})})  # fmt: skip
+                    "uptime": 864211, "tags": "prod;web",
+                    **({"hastate": "started"} if g % 10 == 0 else {})})  # fmt: skip
     return out
 
 

@@ -42,8 +42,16 @@ class ClusterRuntime:
 class Daemon:
     """Everything that runs: one poller per cluster feeding one store, rendered for /metrics."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time, config_path: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        config_path: str | None = None,
+        autostart: bool = True,
+    ):
         self.settings = settings
+        self.autostart = autostart  # False in tests: they drive cycles with poller.run_once()
         self.config_path = config_path
         self.clock = clock
         self.store = SnapshotStore()
@@ -52,6 +60,7 @@ class Daemon:
         self.store.subscribe(self.exposition.update)
         self.clusters: dict[str, ClusterRuntime] = {}
         self.reloads_failed = 0
+        self._started = False
         self.started_at = clock()
 
     def _collectors(self) -> tuple[Collector, ...]:
@@ -85,7 +94,8 @@ class Daemon:
 
     def _start_one(self, cfg: ClusterSettings) -> None:
         rt = self._build(cfg)
-        rt.task = asyncio.create_task(rt.poller.run_forever(), name=f"poll-{cfg.name}")
+        if self.autostart:
+            rt.task = asyncio.create_task(rt.poller.run_forever(), name=f"poll-{cfg.name}")
         self.clusters[cfg.name] = rt
         log.info("cluster started", cluster=cfg.name, endpoints=cfg.endpoints, interval=cfg.interval_seconds)
 
@@ -100,14 +110,20 @@ class Daemon:
             self.exposition.remove(name)
             self.stats.forget(name)
 
-    async def start(self) -> None:
+    async def start(self) -> bool:
+        """Start every cluster; False (and nothing done) if already started."""
+        if self._started:
+            return False
+        self._started = True
         logs.register_secrets(self.settings.secrets())
         for cfg in self.settings.clusters:
             self._start_one(cfg)
+        return True
 
     async def stop(self) -> None:
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
+        self._started = False
 
     async def reload(self) -> bool:
         """Re-read the config file; apply only what changed. A bad file keeps the running config."""
@@ -253,9 +269,10 @@ def build_app(daemon: Daemon) -> web.Application:
     app[DAEMON] = daemon
 
     async def lifecycle(app: web.Application) -> Any:
-        await daemon.start()
+        started = await daemon.start()  # a test may have started it already
         yield
-        await daemon.stop()
+        if started:
+            await daemon.stop()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/", handle_index)

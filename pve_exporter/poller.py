@@ -247,6 +247,10 @@ class Poller:
             stale = False
             ended = phase_start
             if c.name in due_names:
+                if not c.keep_unplanned:
+                    planned = {r.key for r in reqs_of[c.name]}
+                    for k in [k for k in cache if k not in planned]:
+                        del cache[k]
                 for r in reqs_of[c.name]:
                     out = outs[i]
                     i += 1

@@ -55,7 +55,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float 
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (127.0.0.1 only)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
 
 
@@ -66,6 +66,7 @@ class Prometheus:
         self.binary = require_binary("prometheus", "prometheus")
         self.port = free_port()
         self.dir = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
             "rule_files": rule_files or [],

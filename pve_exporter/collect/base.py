@@ -115,3 +115,6 @@ class Collector:
     needs_resources: bool = False  # fails (and keeps stale data) when /cluster/resources failed
     needs_status: bool = False
     max_age: float | None = None  # how long cached payloads live; None = derived from the tier
+    # A path not planned any more (its node went offline, its guest vanished) is forgotten at once,
+    # unless the collector plans only what needs refreshing and relies on the cache for the rest.
+    keep_unplanned: bool = False

@@ -65,4 +65,6 @@ def make_collector(max_per_cycle: int = 50, refresh_seconds: float = 3600.0) -> 
     def parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
         return parse_onboot(shared.resources, payloads)
 
-    return Collector("config", "fast", plan, parse, needs_resources=True, max_age=refresh_seconds * 3)
+    return Collector(
+        "config", "fast", plan, parse, needs_resources=True, max_age=refresh_seconds * 3, keep_unplanned=True
+    )

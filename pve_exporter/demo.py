@@ -1,0 +1,137 @@
+"""`pve-exporter demo`: the simulator (two clusters) and the daemon against it, in one process.
+
+No config needed. It prints the URLs, then runs until Ctrl-C / SIGTERM. Every few minutes it
+injects a fault (a node going down, an endpoint answering 500) and clears it again, so the
+self-metrics and the failure handling have something to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from pve_exporter import logs
+from pve_exporter.app import Daemon, build_app
+from pve_exporter.settings import Settings
+from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
+
+log = structlog.get_logger("pve_exporter.demo")
+
+CLUSTERS = [
+    {"name": "lab", "nodes": 3, "guests_per_node": 8, "pve_version": 9},
+    {"name": "prod", "nodes": 4, "guests_per_node": 10, "pve_version": 8},
+]
+
+
+def demo_settings(urls: dict[str, str], listen: str, interval: float) -> Settings:
+    return Settings(
+        listen=listen,
+        clusters=[
+            {
+                "name": name,
+                "endpoints": [url],
+                "token_id": DEFAULT_TOKEN_ID,
+                "token_secret": DEFAULT_TOKEN_SECRET,
+                "interval_seconds": interval,
+                "timeout_seconds": 4,
+            }
+            for name, url in urls.items()
+        ],
+    )
+
+
+async def chaos(sim, seed: int, every: float) -> None:
+    """Occasional, self-healing faults: one at a time, each cleared after `every / 2` seconds."""
+    rng = random.Random(seed)
+    while True:
+        await asyncio.sleep(every)
+        cluster = sim.cluster(rng.choice(list(sim.clusters)))
+        node = rng.choice(sorted(cluster.nodes))
+        if rng.random() < 0.5:
+            fault = cluster.add_fault("node_down", node=node)
+            what = f"node {node} down"
+        else:
+            fault = cluster.add_fault("http_error", path=f"/nodes/{node}/status", status=500,
+                                      message="ipcc_send_rec[1] failed: Connection refused")  # fmt: skip
+            what = f"/nodes/{node}/status answers 500"
+        log.info("demo fault injected", cluster=cluster.name, fault=what)
+        await asyncio.sleep(every / 2)
+        cluster.remove_fault(fault.id)
+        log.info("demo fault cleared", cluster=cluster.name, fault=what)
+
+
+async def run(args: argparse.Namespace) -> int:
+    sim = build_simulator(
+        [dict(c) for c in CLUSTERS], seed=args.seed, auth_delay=0.0, latency_ms=args.latency_ms
+    )
+    server = SimulatorServer(sim, host="127.0.0.1", base_port=args.sim_port)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"pve-exporter demo: cannot start the simulator on port {args.sim_port}: {exc}", file=sys.stderr)
+        return 1
+    settings = demo_settings(server.urls, args.listen, args.interval)
+    daemon = Daemon(settings)
+    from aiohttp import web
+
+    runner = web.AppRunner(build_app(daemon), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+    except OSError as exc:
+        print(f"pve-exporter demo: cannot listen on {args.listen}: {exc.strerror or exc} (try --listen)",
+              file=sys.stderr)  # fmt: skip
+        await runner.cleanup()
+        await server.stop()
+        return 1
+    base = f"http://{args.listen}"
+    print("pve_exporter demo (Ctrl-C to stop)", flush=True)
+    for c in CLUSTERS:
+        url = server.urls[c["name"]]
+        print(f"  simulator cluster {c['name']:<5} {url}/api2/json  "
+              f"(PVE {c['pve_version']}, {c['nodes']} nodes x {c['guests_per_node']} guests)")  # fmt: skip
+    print(f"  token for the simulator   {DEFAULT_TOKEN_ID}={DEFAULT_TOKEN_SECRET}")
+    print(f"  landing page              {base}/")
+    print(f"  all clusters              {base}/metrics")
+    print(f"  one cluster               {base}/metrics?cluster=lab")
+    first = server.urls[CLUSTERS[0]["name"]]
+    fault = '{"kind":"node_down","node":"pve2"}'
+    print(f"  inject a fault            curl -X POST {first}/_sim/faults -d '{fault}'")
+    print(f"  clear faults              curl -X DELETE {first}/_sim/faults", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    chaos_task = asyncio.create_task(chaos(sim, args.seed, args.fault_every)) if args.fault_every > 0 else None
+    await stop.wait()
+    print("stopping", flush=True)
+    if chaos_task is not None:
+        chaos_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chaos_task
+    await runner.cleanup()
+    await server.stop()
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="pve-exporter demo", description=__doc__.splitlines()[0])
+    p.add_argument("--listen", default="127.0.0.1:9221", help="daemon address (default: %(default)s)")
+    p.add_argument("--sim-port", type=int, default=18006, help="first simulator port (default: %(default)s)")
+    p.add_argument("--interval", type=float, default=5.0, help="collection interval in seconds (default: 5)")
+    p.add_argument("--latency-ms", type=float, default=5.0, help="simulated API latency (default: 5)")
+    p.add_argument("--fault-every", type=float, default=120.0,
+                   help="seconds between injected faults, 0 = none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    logs.configure(args.log_level, "auto")
+    return asyncio.run(run(args))

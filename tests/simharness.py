@@ -1,0 +1,61 @@
+"""Run the daemon against the built-in simulator in-process, cycles driven by the test."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pve_exporter.app import Daemon
+from pve_exporter.settings import Settings
+from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
+
+
+class FixedClock:
+    def __init__(self, t: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def cluster_cfg(name: str, endpoints: list[str], **kw: Any) -> dict[str, Any]:
+    cfg = {"name": name, "endpoints": endpoints, "token_id": DEFAULT_TOKEN_ID, "token_secret": DEFAULT_TOKEN_SECRET}
+    cfg.update(kw)
+    return cfg
+
+
+@asynccontextmanager
+async def sim_daemon(clusters=(("lab", 3, 4),), *, sim_kw=None, cluster_kw=None, extra_endpoints=None, clock=None):
+    """Yields (daemon, sim, server). `extra_endpoints[name]` are tried before the simulator's URL."""
+    clock = clock or FixedClock()
+    sim = build_simulator(list(clusters), seed=7, auth_delay=0.0, clock=clock, **(sim_kw or {}))
+    async with SimulatorServer(sim) as server:
+        cfgs = []
+        for name, url in server.urls.items():
+            eps = [*(extra_endpoints or {}).get(name, []), url]
+            cfgs.append(cluster_cfg(name, eps, **(cluster_kw or {})))
+        daemon = Daemon(Settings(listen="127.0.0.1:0", clusters=cfgs), autostart=False, clock=clock)
+        await daemon.start()
+        try:
+            yield daemon, sim, server
+        finally:
+            await daemon.stop()
+
+
+async def cycle(daemon: Daemon, name: str = "lab"):
+    return await daemon.clusters[name].poller.run_once()
+
+
+def series(text: str) -> dict[tuple[str, frozenset], float]:
+    """Parse exposition text into {(sample name, labels): value}."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def ids(text: str, name: str) -> set[str]:
+    return {dict(labels).get("id") for (n, labels) in series(text) if n == name}

@@ -1,0 +1,236 @@
+"""The daemon against the built-in simulator on 127.0.0.1, with faults: each changes only what it should."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pve_exporter.app import build_app
+from pve_exporter.simulator import DEFAULT_TOKEN_SECRET
+from tests.servers import free_port
+from tests.simharness import cycle, ids, series, sim_daemon
+
+GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"
+
+
+def own(daemon, name, **labels):
+    """Value of a self-metric sample (None when absent)."""
+    text = daemon.metrics_body(sorted(daemon.clusters), False).decode()
+    for (n, lbls), v in series(text).items():
+        if n == name and all(dict(lbls).get(k) == str(val) for k, val in labels.items()):
+            return v
+    return None
+
+
+def body(daemon, *clusters) -> str:
+    return daemon.exposition.body(list(clusters or sorted(daemon.clusters))).decode()
+
+
+async def test_golden_exposition():
+    """Data families for a fixed simulator state and clock must equal the golden file byte for byte."""
+    async with sim_daemon(clusters=(("lab", 3, 4),)) as (daemon, _sim, _):
+        await cycle(daemon)
+        text = body(daemon)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "exposition changed: review, then rerun with UPDATE_GOLDEN=1"
+
+
+async def test_every_ppe_metric_has_a_cluster_label():
+    ppe = {
+        "pve_up", "pve_version_info", "pve_node_info", "pve_cluster_info", "pve_qdevice_up", "pve_qdevice_info",
+        "pve_disk_size_bytes", "pve_disk_usage_bytes", "pve_memory_size_bytes", "pve_memory_usage_bytes",
+        "pve_network_transmit_bytes", "pve_network_receive_bytes", "pve_disk_write_bytes", "pve_disk_read_bytes",
+        "pve_cpu_usage_ratio", "pve_cpu_usage_limit", "pve_uptime_seconds", "pve_storage_shared",
+        "pve_network_transmit_bytes_total", "pve_network_receive_bytes_total", "pve_disk_written_bytes_total",
+        "pve_disk_read_bytes_total", "pve_ha_state", "pve_lock_state", "pve_guest_info", "pve_storage_info",
+        "pve_not_backed_up_total", "pve_not_backed_up_info", "pve_onboot_status", "pve_replication_info",
+        "pve_replication_duration_seconds", "pve_replication_last_sync_timestamp_seconds",
+        "pve_replication_last_try_timestamp_seconds", "pve_replication_next_sync_timestamp_seconds",
+        "pve_replication_failed_syncs", "pve_subscription_info", "pve_subscription_status",
+        "pve_subscription_next_due_timestamp_seconds",
+    }  # fmt: skip
+    async with sim_daemon(clusters=(("lab", 3, 6), ("prod", 4, 6))) as (daemon, _, _):
+        await cycle(daemon, "lab")
+        await cycle(daemon, "prod")
+        s = series(body(daemon))
+    names = {n.removesuffix("_total") if n.endswith("_total") and n[:-6] + "_total" in ppe else n for n, _ in s}
+    seen = {n for n, _ in s}
+    missing = {m for m in ppe if m not in seen and m not in names}
+    assert not missing
+    assert all(dict(lbls).get("cluster") in ("lab", "prod") for _, lbls in s)
+
+
+async def test_node_down_costs_only_its_series():
+    async with sim_daemon(clusters=(("lab", 3, 4),)) as (daemon, sim, _server):
+        await cycle(daemon)
+        before = body(daemon)
+        lab = sim.cluster("lab")
+        on_pve2 = {f"{g.type}/{g.vmid}" for g in lab.guests.values() if g.node == "pve2"}
+        lab.add_fault("node_down", node="pve2")
+        snap = await cycle(daemon)
+        after = body(daemon)
+    s = series(after)
+    assert s[("pve_up", frozenset({("cluster", "lab"), ("id", "node/pve2")}))] == 0.0
+    assert s[("pve_up", frozenset({("cluster", "lab"), ("id", "node/pve1")}))] == 1.0
+    assert "node/pve2" not in ids(after, "pve_node_load1") and "node/pve1" in ids(after, "pve_node_load1")
+    assert on_pve2 and not (on_pve2 & ids(after, "pve_guest_info"))
+    # Guests on healthy nodes keep every series.
+    assert ids(before, "pve_guest_info") - on_pve2 == ids(after, "pve_guest_info")
+    assert all(r.ok for r in snap.results.values()), {k: r.error for k, r in snap.results.items() if not r.ok}
+
+
+async def test_596_on_one_node_endpoint():
+    async with sim_daemon() as (daemon, sim, _):
+        await cycle(daemon)
+        lab = sim.cluster("lab")
+        lab.add_fault("http_error", path="/nodes/pve3/status", status=596, message="Connection timed out")
+        snap = await cycle(daemon)
+        text = body(daemon)
+    r = snap.results["node_status"]
+    assert not r.ok and r.error_kind == "unreachable" and r.stale  # pve3 served from the last good payload
+    assert {"node/pve1", "node/pve2", "node/pve3"} <= ids(text, "pve_node_load1")
+    assert snap.results["resources"].ok and snap.results["guests"].ok
+
+
+async def test_500_on_resources_keeps_last_good_then_drops(monkeypatch):
+    async with sim_daemon(cluster_kw={"interval_seconds": 15, "stale_after_seconds": 30}) as (daemon, sim, _):
+        clock = daemon.clock
+        await cycle(daemon)
+        sim.cluster("lab").add_fault("http_error", path="/cluster/resources", status=500, message="boom")
+        clock.t += 15
+        snap = await cycle(daemon)
+        assert not snap.reachable and snap.results["resources"].stale
+        assert ids(body(daemon), "pve_guest_info")
+        assert own(daemon, "pve_exporter_cluster_up", cluster="lab") == 0.0
+        assert own(daemon, "pve_exporter_collector_stale", cluster="lab", collector="resources") == 1.0
+        clock.t += 31
+        snap = await cycle(daemon)
+        assert not ids(body(daemon), "pve_guest_info")
+        assert "node/pve1" in ids(body(daemon), "pve_node_load1")  # other collectors unaffected
+        sim.cluster("lab").clear_faults()
+        clock.t += 15
+        snap = await cycle(daemon)
+        assert snap.reachable and ids(body(daemon), "pve_guest_info")
+        assert own(daemon, "pve_exporter_collector_success", cluster="lab", collector="resources") == 1.0
+
+
+async def test_endpoint_failover_and_health():
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with sim_daemon(extra_endpoints={"lab": [dead]}) as (daemon, _sim, server):
+        snap = await cycle(daemon)
+        assert snap.reachable and all(r.ok for r in snap.results.values())
+        assert own(daemon, "pve_exporter_endpoint_up", cluster="lab", endpoint=dead) == 0.0
+        assert own(daemon, "pve_exporter_endpoint_up", cluster="lab", endpoint=server.urls["lab"]) == 1.0
+        # The healthy endpoint is remembered: the dead one is not tried again on the next cycle.
+        n_dead = own(daemon, "pve_exporter_api_requests_total", endpoint=dead)
+        await cycle(daemon)
+        assert own(daemon, "pve_exporter_api_requests_total", endpoint=dead) == n_dead
+
+
+async def test_timeout_costs_only_its_collector():
+    async with sim_daemon(cluster_kw={"timeout_seconds": 0.3, "interval_seconds": 2}) as (daemon, sim, _):
+        sim.cluster("lab").add_fault("timeout", path="/version")
+        snap = await cycle(daemon)
+    assert snap.results["version"].error_kind == "timeout"
+    assert snap.results["resources"].ok and snap.results["node_status"].ok
+
+
+async def test_slow_api_hits_the_cycle_deadline_not_forever():
+    async with sim_daemon(cluster_kw={"timeout_seconds": 5, "interval_seconds": 1}) as (daemon, sim, _):
+        sim.cluster("lab").add_fault("slow", path="/nodes/pve1/status", latency_ms=3000)
+        snap = await cycle(daemon)
+    assert snap.results["node_status"].error_kind == "timeout"
+    assert snap.results["resources"].ok
+
+
+async def test_401_everywhere_no_secret_leaks(log_buffer):
+    async with sim_daemon() as (daemon, sim, _):
+        sim.cluster("lab").add_fault("auth_fail")
+        snap = await cycle(daemon)
+        text = daemon.metrics_body(["lab"], False).decode()
+        async with TestClient(TestServer(build_app(daemon))) as client:
+            bad = await client.get("/metrics?cluster=nope")
+            bad_body = await bad.text()
+            page = await (await client.get("/")).text()
+        assert own(daemon, "pve_exporter_collector_error_info", cluster="lab", collector="resources", kind="auth") == 1
+    assert not snap.reachable
+    assert {r.error_kind for r in snap.results.values() if not r.ok} == {"auth"}
+    logs = log_buffer.getvalue()
+    assert "collector failing" in logs and "Authentication failed" in logs
+    for where in (logs, text, bad_body, page):
+        assert DEFAULT_TOKEN_SECRET not in where
+
+
+async def test_403_on_cluster_status_only_costs_status():
+    async with sim_daemon() as (daemon, sim, _):
+        sim.cluster("lab").add_fault("forbidden", path="/cluster/status")
+        snap = await cycle(daemon)
+        text = body(daemon)
+    assert snap.results["status"].error_kind == "permission"
+    assert snap.results["resources"].ok
+    assert "pve_node_info" not in text and ids(text, "pve_guest_info")
+    # Without /cluster/status the node list comes from /cluster/resources: per-node calls continue.
+    assert snap.results["node_status"].ok and ids(text, "pve_node_load1")
+
+
+async def test_http_routes_and_targets():
+    async with sim_daemon(clusters=(("lab", 2, 2), ("prod", 2, 2))) as (daemon, _sim, _server):
+        await cycle(daemon, "lab")
+        await cycle(daemon, "prod")
+        async with TestClient(TestServer(build_app(daemon))) as client:
+            r = await client.get("/metrics")
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await r.text()
+            assert 'cluster="lab"' in text and 'cluster="prod"' in text
+            r = await client.get("/metrics?cluster=prod")
+            t = await r.text()
+            assert 'cluster="prod"' in t and 'cluster="lab"' not in t
+            r = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+            assert r.headers.get("Content-Encoding") == "gzip" and (await r.text()) == text
+            r = await client.get("/metrics?cluster=nope")
+            doc = await r.json()
+            assert r.status == 400 and doc["error_code"] == "UNKNOWN_CLUSTER" and doc["success"] is False
+            assert set(doc) >= {"error", "details", "recovery_suggestions", "request_id", "timestamp"}
+            for target in ("lab", "127.0.0.1"):
+                r = await client.get(f"/pve?target={target}&cluster=1&node=1")
+                assert r.status == 200, target
+            r = await client.get("/pve?target=evil.example.com")
+            assert r.status == 400
+            assert (await client.get("/-/healthy")).status == 200
+            assert (await client.get("/-/ready")).status == 200
+            page = await (await client.get("/")).text()
+            assert "lab" in page and "prod" in page
+
+
+async def test_ready_only_after_first_cycle():
+    async with sim_daemon() as (daemon, _, _), TestClient(TestServer(build_app(daemon))) as client:
+        assert (await client.get("/-/ready")).status == 503
+        await cycle(daemon)
+        assert (await client.get("/-/ready")).status == 200
+
+
+@pytest.mark.parametrize("version", [7, 8, 9])
+async def test_every_pve_flavour_collects_cleanly(version):
+    async with sim_daemon(sim_kw={"pve_version": version}) as (daemon, _, _):
+        snap = await cycle(daemon)
+    assert all(r.ok for r in snap.results.values()), {k: r.error for k, r in snap.results.items() if not r.ok}
+    assert len(snap.guests) == 12
+
+
+async def test_api_calls_per_cycle_match_the_formula():
+    """First cycle: 2 + 3 + 5·N + G; fast cycles: 2 + 1 + 4·N (documented in the README)."""
+    async with sim_daemon(clusters=(("lab", 4, 5),)) as (daemon, sim, _):
+        lab = sim.cluster("lab")
+        await cycle(daemon)
+        first = lab.stats.total
+        daemon.clock.t += 15
+        await cycle(daemon)
+        second = lab.stats.total - first
+    n, g = 4, 20
+    qdevice = 1  # 4 nodes: the simulator configures a QDevice
+    assert first == 2 + 2 + qdevice + 5 * n + g
+    assert second == 2 + qdevice + 4 * n
