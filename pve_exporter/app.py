@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -18,7 +19,7 @@ from pve_exporter.collect import build_collectors
 from pve_exporter.collect.base import Collector
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.httperrors import error_response
-from pve_exporter.poller import Poller, PollerTiming
+from pve_exporter.poller import NodeRouting, Poller, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, Settings, load_settings
@@ -61,6 +62,7 @@ class Daemon:
         self.clusters: dict[str, ClusterRuntime] = {}
         self.reloads_failed = 0
         self._started = False
+        self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
         self.started_at = clock()
 
     def _collectors(self) -> tuple[Collector, ...]:
@@ -82,6 +84,7 @@ class Daemon:
             max_concurrency=cfg.max_concurrency,
             observer=self.stats.observer(cfg.name),
             clock=self.clock,
+            global_limit=self._global_limit,
         )
         timing = PollerTiming(
             interval=cfg.interval_seconds,
@@ -89,7 +92,16 @@ class Daemon:
             stale_after=cfg.stale_after,
             slow_factor=self.settings.collect.slow_interval_factor,
         )
-        poller = Poller(cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock)
+        first = urlsplit(cfg.endpoints[0])
+        routing = NodeRouting(
+            enabled=cfg.direct_node_calls,
+            overrides=cfg.node_endpoints,
+            scheme=first.scheme,
+            port=first.port or 8006,
+        )
+        poller = Poller(
+            cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock, routing=routing
+        )
         return ClusterRuntime(cfg, client, poller)
 
     def _start_one(self, cfg: ClusterSettings) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import structlog
 
-from pve_exporter.collect.base import CacheView, Collector, Family, Request
+from pve_exporter.collect.base import CacheView, Collector, Family, NodeRef, Request, Shared
 from pve_exporter.collect.status import make_shared
 from pve_exporter.pve.client import PveClient
 from pve_exporter.pve.errors import PveError, PveTimeoutError
@@ -45,6 +45,32 @@ class PollerTiming:
     def deadline(self) -> float:
         """A cycle must end before the next one is due, whatever the per-request timeout says."""
         return max(0.5, self.interval * 0.9)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRouting:
+    """Where /nodes/<n>/… requests go: the node's own address (from /cluster/status) or an override.
+
+    Asking the owner directly spares the endpoint's pveproxy a proxy hop and keeps one slow node
+    from tying up the endpoint. A node whose address does not answer is asked through the
+    configured endpoints (proxied) for `retry_after` seconds before its own address is tried again.
+    """
+
+    enabled: bool = False
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    scheme: str = "https"
+    port: int = 8006
+    retry_after: float = 300.0
+
+    def url(self, node: NodeRef | None, name: str) -> str | None:
+        if not self.enabled:
+            return None
+        if name in self.overrides:
+            return self.overrides[name]
+        if node is None or not node.ip:
+            return None
+        host = f"[{node.ip}]" if ":" in node.ip else node.ip
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -98,8 +124,11 @@ class Poller:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        routing: NodeRouting | None = None,
     ) -> None:
         self.cluster = cluster
+        self.routing = routing or NodeRouting()
+        self._direct_down: dict[str, float] = {}  # node → until when its own address is not tried
         self.client = client
         self.collectors = tuple(collectors)
         self.store = store
@@ -157,19 +186,46 @@ class Poller:
         async with self._lock:  # single flight: a triggered cycle waits for the running one
             return await self._cycle()
 
-    async def _fetch(self, req: Request) -> _Outcome:
+    async def _fetch(self, req: Request, shared: Shared | None = None) -> _Outcome:
         out = _Outcome(started=time.monotonic())
+        params = dict(req.params) or None
         try:
-            out.data = await self.client.get(req.path, dict(req.params) or None)
+            direct = self._direct_url(req, shared)
+            if direct is not None:
+                try:
+                    out.data = await self.client.get(req.path, params, endpoint=direct)
+                    return out
+                except PveError as exc:
+                    if exc.status is not None:
+                        raise  # the node answered: its answer stands
+                    assert req.node is not None
+                    self._direct_down[req.node] = self._clock() + self.routing.retry_after
+                    self._log.warning(
+                        "node address not answering, asking through the endpoints",
+                        node=req.node, address=direct, error=str(exc), retry_after=self.routing.retry_after,
+                    )  # fmt: skip
+            out.data = await self.client.get(req.path, params)
         except PveError as exc:
             out.error = exc
-        out.ended = time.monotonic()
+        finally:
+            out.ended = time.monotonic()
         return out
 
-    async def _fetch_all(self, reqs: Sequence[Request], budget: float) -> list[_Outcome]:
+    def _direct_url(self, req: Request, shared: Shared | None) -> str | None:
+        if req.node is None or shared is None or not self.routing.enabled:
+            return None
+        until = self._direct_down.get(req.node)
+        if until is not None and self._clock() < until:
+            return None
+        ref = next((n for n in shared.nodes if n.name == req.node), None)
+        return self.routing.url(ref, req.node)
+
+    async def _fetch_all(
+        self, reqs: Sequence[Request], budget: float, shared: Shared | None = None
+    ) -> list[_Outcome]:
         if not reqs:
             return []
-        tasks = [asyncio.ensure_future(self._fetch(r)) for r in reqs]
+        tasks = [asyncio.ensure_future(self._fetch(r, shared)) for r in reqs]
         done, pending = await asyncio.wait(tasks, timeout=max(budget, 0.001))
         for t in pending:
             t.cancel()
@@ -233,7 +289,7 @@ class Poller:
 
         flat = [r for _, reqs in due for r in reqs]
         remaining = budget - (time.monotonic() - t0)
-        outs = await self._fetch_all(flat, remaining)
+        outs = await self._fetch_all(flat, remaining, shared)
         now = self._clock()
         phase_start = time.monotonic()
 

@@ -9,9 +9,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pve_exporter.pve.client import normalize_endpoint
@@ -56,6 +66,14 @@ class ClusterSettings(Strict):
     stale_after_seconds: float | None = Field(
         default=None, gt=0, description="Keep last good data this long when collection fails (default 4 intervals)"
     )
+    direct_node_calls: bool = Field(
+        default=True,
+        description="Send /nodes/<n>/… requests to node n's own address (from /cluster/status) instead of "
+        "letting an endpoint proxy them; falls back to the endpoints when the node's address does not answer",
+    )
+    node_endpoints: dict[str, str] = Field(
+        default_factory=dict, description="Per-node address overrides: {node name: host[:port] or URL}"
+    )
 
     @field_validator("name")
     @classmethod
@@ -73,6 +91,17 @@ class ClusterSettings(Strict):
                 out.append(normalize_endpoint(e))
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
+        return out
+
+    @field_validator("node_endpoints")
+    @classmethod
+    def _node_endpoints(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for node, e in v.items():
+            try:
+                out[node] = normalize_endpoint(e)
+            except ValueError as exc:
+                raise ValueError(f"{node}: {exc}") from None
         return out
 
     @field_validator("token_id")
@@ -117,11 +146,110 @@ class CollectSettings(Strict):
     )
     config_max_per_cycle: int = Field(default=50, ge=0)
     config_refresh_seconds: float = Field(default=3600, ge=60)
+    max_concurrency_total: int = Field(
+        default=64, ge=1, le=4096, description="In-flight API requests over all clusters together"
+    )
 
 
 class LoggingSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+# -- influxdb: (InfluxDB output) -------------------------------------------------------------------
+
+
+class InfluxSettings(Strict):
+    """Push every snapshot to InfluxDB in PVE's External Metric Server schema (docs/influxdb.md)."""
+
+    url: str = Field(description="http(s)://host:port of InfluxDB (or VictoriaMetrics); no credentials in it")
+    api: Literal["v2", "v1"] = Field(default="v2", description="v2: org/bucket/token; v1: database/user/password")
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    database: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    retention_policy: str | None = None
+    schema_name: Literal["pve"] = Field(default="pve", alias="schema", description="Only PVE's own layout for now")
+    spool_dir: Path | None = Field(default=None, description="Batches wait here while InfluxDB is down or slow")
+    max_spool_bytes: ByteSize = Field(default=ByteSize(1 << 30), description="Oldest batches are dropped beyond")
+    max_queue_bytes: ByteSize = Field(default=ByteSize(16 << 20), description="In memory before the spool is used")
+    batch_bytes: ByteSize = Field(default=ByteSize(1 << 20), description="Uncompressed line protocol per request")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    verify_ssl: bool = True
+    ca_file: Path | None = None
+    flush_interval_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="How long a part-filled batch waits for more snapshots"
+    )
+    retry_initial_seconds: float = Field(default=1.0, gt=0, le=60)
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    shutdown_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="On stop: how long an in-flight write may finish before the spool"
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be http(s)://host[:port], got {v!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials (use token / username and password)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 (validates the port)
+        except ValueError:
+            raise ValueError(f"invalid port in {v!r}") from None
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _by_api(self) -> InfluxSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("token: give token or token_file, not both")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password: give password or password_file, not both")
+        if self.api == "v2":
+            for key in ("database", "username", "password", "password_file", "retention_policy"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only used with api: v1 (v2 takes org, bucket and token)")
+            for key in ("org", "bucket"):
+                if not getattr(self, key):
+                    raise ValueError(f"{key}: required with api: v2")
+            if self.token is None and self.token_file is None:
+                raise ValueError("token: required with api: v2 (token or token_file)")
+            if self.token_file is not None:
+                object.__setattr__(self, "token", _read_secret(self.token_file, "token_file"))
+        else:
+            for key in ("org", "bucket", "token", "token_file"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only used with api: v2 (v1 takes database, username and password)")
+            if not self.database:
+                raise ValueError("database: required with api: v1")
+            if (self.password is not None or self.password_file is not None) and not self.username:
+                raise ValueError("username: required when a password is given")
+            if self.password_file is not None:
+                object.__setattr__(self, "password", _read_secret(self.password_file, "password_file"))
+        if self.max_spool_bytes < self.batch_bytes:
+            raise ValueError("max_spool_bytes: must be at least batch_bytes")
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds: must be at least retry_initial_seconds")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.token, self.password) if s is not None]
 
 
 class Settings(BaseSettings):
@@ -135,6 +263,7 @@ class Settings(BaseSettings):
     clusters: list[ClusterSettings] = Field(default_factory=list)
     collect: CollectSettings = Field(default_factory=CollectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    influxdb: InfluxSettings | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -175,7 +304,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can mask them wherever they appear."""
-        return [c.secret() for c in self.clusters]
+        return [c.secret() for c in self.clusters] + (self.influxdb.secrets() if self.influxdb else [])
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pve_exporter.app import build_app
@@ -234,3 +235,33 @@ async def test_api_calls_per_cycle_match_the_formula():
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
     assert first == 2 + 2 + qdevice + 5 * n + g
     assert second == 2 + qdevice + 4 * n
+
+
+async def test_per_node_calls_go_to_the_node_address_with_fallback():
+    """Node n's own address (127.0.0.n from /cluster/status) is used; pve3's does not answer → proxied."""
+    async with sim_daemon(clusters=(("lab", 3, 2),), sim_kw={"node_ip": "127.0.0.{n}"}) as (daemon, sim, server):
+        port = server.ports["lab"]
+        runner = server._runners["lab"]
+        site = web.TCPSite(runner, "127.0.0.2", port)  # pve2 answers on its own address; pve3's is dead
+        await site.start()
+        snap = await cycle(daemon)
+        text = daemon.metrics_body(["lab"], False).decode()
+        await site.stop()
+    assert all(r.ok for r in snap.results.values()), {k: r.error for k, r in snap.results.items() if not r.ok}
+    per_endpoint: dict[str, float] = {}
+    for (n, lbls), v in series(text).items():
+        d = dict(lbls)
+        if n == "pve_exporter_api_requests_total" and d["path"] == "/nodes/{node}/status":
+            per_endpoint[f"{d['endpoint']} {d['status']}"] = v
+    assert per_endpoint[f"http://127.0.0.1:{port} 200"] == 2  # pve1 directly, pve3 via the endpoint
+    assert per_endpoint[f"http://127.0.0.2:{port} 200"] == 1
+    assert per_endpoint[f"http://127.0.0.3:{port} unreachable"] == 1
+    assert {"node/pve1", "node/pve2", "node/pve3"} <= ids(text, "pve_node_load1")
+
+
+async def test_direct_node_calls_can_be_turned_off():
+    async with sim_daemon(sim_kw={"node_ip": "127.0.0.{n}"}, cluster_kw={"direct_node_calls": False}) as (d, _, s):
+        snap = await cycle(d)
+        text = d.metrics_body(["lab"], False).decode()
+    assert snap.results["node_status"].ok
+    assert "127.0.0.2" not in text and "127.0.0.3" not in text

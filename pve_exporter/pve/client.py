@@ -70,6 +70,17 @@ def normalize_endpoint(raw: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
 class RequestObserver(Protocol):
     def api_request(self, endpoint: str, method: str, path: str, outcome: str, seconds: float) -> None: ...
 
@@ -101,6 +112,7 @@ class PveClient:
         max_concurrency: int = 8,
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.time,
+        global_limit: asyncio.Semaphore | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -115,6 +127,7 @@ class PveClient:
             self._ssl = False
         self.timeout = timeout
         self._sem = asyncio.Semaphore(max_concurrency)
+        self._global = global_limit  # shared by every cluster's client: a bound on the whole daemon
         self._max_concurrency = max_concurrency
         self._observer = observer
         self._clock = clock
@@ -205,7 +218,7 @@ class PveClient:
         started = time.monotonic()
         outcome = "error"
         try:
-            async with self._sem:
+            async with self._sem, self._global or _NO_LIMIT:
                 started = time.monotonic()
                 session = self._get_session()
                 async with session.request(method, url, params=params, data=data) as resp:
