@@ -239,7 +239,7 @@ async def test_api_calls_per_cycle_match_the_formula():
 
 async def test_per_node_calls_go_to_the_node_address_with_fallback():
     """Node n's own address (127.0.0.n from /cluster/status) is used; pve3's does not answer → proxied."""
-    async with sim_daemon(clusters=(("lab", 3, 2),), sim_kw={"node_ip": "127.0.0.{n}"}) as (daemon, sim, server):
+    async with sim_daemon(clusters=(("lab", 3, 2),), sim_kw={"node_ip": "127.0.0.{n}"}) as (daemon, _sim, server):
         port = server.ports["lab"]
         runner = server._runners["lab"]
         site = web.TCPSite(runner, "127.0.0.2", port)  # pve2 answers on its own address; pve3's is dead
@@ -260,7 +260,7 @@ async def test_per_node_calls_go_to_the_node_address_with_fallback():
 
 
 async def test_direct_node_calls_can_be_turned_off():
-    async with sim_daemon(sim_kw={"node_ip": "127.0.0.{n}"}, cluster_kw={"direct_node_calls": False}) as (d, _, s):
+    async with sim_daemon(sim_kw={"node_ip": "127.0.0.{n}"}, cluster_kw={"direct_node_calls": False}) as (d, _, _s):
         snap = await cycle(d)
         text = d.metrics_body(["lab"], False).decode()
     assert snap.results["node_status"].ok

@@ -274,3 +274,17 @@ async def test_timeout_error_kind_recorded():
     poller, _, _, _ = make(client=client)
     snap = await poller.run_once()
     assert snap.results["qdevice"].error_kind == "timeout"
+
+
+async def test_restarted_guest_config_fetched_again():
+    poller, client, clock, _ = make(client=FakeClient(n_nodes=1, guests_per_node=2))
+    await poller.run_once()
+    clock.t += 600
+    for row in client.answers["/cluster/resources"]:
+        if row.get("vmid") == 101:
+            row["uptime"] = 30  # restarted 30 s ago, long after its config was read
+        elif row.get("vmid") == 100:
+            row["uptime"] = 100_000
+    client.calls.clear()
+    await poller.run_once()
+    assert [c for c in client.calls if c.endswith("/config")] == ["/nodes/pve1/qemu/101/config"]

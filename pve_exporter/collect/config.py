@@ -5,8 +5,9 @@
     pve_onboot_status{cluster="prod",id="qemu/100",node="pve1",type="qemu"} 1
 
 This is the one per-guest call. It never runs per scrape and never all at once: a config is
-fetched when a guest is new (or moved: the path names its node) or its cached copy is older than
-`refresh_seconds`, and at most `max_per_cycle` configs per cycle, oldest first.
+fetched when a guest is new, moved (the path names its node) or restarted since the config was
+read (its uptime is shorter than the cached copy's age), or when the cached copy is older than
+`refresh_seconds`; at most `max_per_cycle` configs per cycle, new ones first, then the oldest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
-from pve_exporter.pve.values import flag, text
+from pve_exporter.pve.values import flag, num, text
 
 
 def config_path(row: Mapping[str, Any]) -> str | None:
@@ -34,10 +35,13 @@ def plan_configs(shared: Shared, cache: CacheView, *, max_per_cycle: int, refres
         if path is None or row.get("node") not in online:
             continue
         age = cache.age(path)
+        uptime = num(row.get("uptime"))
         if age is None:
             missing.append(path)
         elif age >= refresh_seconds:
             old.append((-age, path))
+        elif row.get("status") == "running" and uptime and uptime < age:
+            missing.append(path)  # (re)started since we read its config: pending changes may now apply
     old.sort()
     chosen = (missing + [p for _, p in old])[:max_per_cycle]
     return [Request(p, node=p.split("/")[2]) for p in chosen]
