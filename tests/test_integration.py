@@ -223,7 +223,10 @@ async def test_every_pve_flavour_collects_cleanly(version):
 
 
 async def test_api_calls_per_cycle_match_the_formula():
-    """First cycle: 2 + 3 + 5·N + G; fast cycles: 2 + 1 + 4·N (documented in the README)."""
+    """First cycle: 2 + 4 + 5·N + B + G; fast cycles: 2 + 2 + 4·N (documented in the README).
+
+    B = backup storage listings: `local` on each node plus the shared `nfs-backup` once.
+    """
     async with sim_daemon(clusters=(("lab", 4, 5),)) as (daemon, sim, _):
         lab = sim.cluster("lab")
         await cycle(daemon)
@@ -233,8 +236,9 @@ async def test_api_calls_per_cycle_match_the_formula():
         second = lab.stats.total - first
     n, g = 4, 20
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
-    assert first == 2 + 2 + qdevice + 5 * n + g
-    assert second == 2 + qdevice + 4 * n
+    backup_listings = n + 1
+    assert first == 2 + 3 + qdevice + 5 * n + backup_listings + g
+    assert second == 2 + 1 + qdevice + 4 * n
 
 
 async def test_per_node_calls_go_to_the_node_address_with_fallback():
@@ -265,3 +269,17 @@ async def test_direct_node_calls_can_be_turned_off():
         text = d.metrics_body(["lab"], False).decode()
     assert snap.results["node_status"].ok
     assert "127.0.0.2" not in text and "127.0.0.3" not in text
+
+
+async def test_ceph_health_and_backup_age_from_the_simulator():
+    async with sim_daemon(clusters=(("lab", 3, 3),), sim_kw={"ceph": True}) as (daemon, sim, _):
+        await cycle(daemon)
+        ok = series(body(daemon))
+        sim.cluster("lab").add_fault("node_down", node="pve3")
+        daemon.clock.t += 15
+        await cycle(daemon)
+        warn = series(body(daemon))
+    key = ("pve_ceph_health_status", frozenset({("cluster", "lab"), ("id", "cluster/lab")}))
+    assert ok[key] == 0.0 and warn[key] == 1.0
+    backups = {dict(lbls)["id"]: v for (n, lbls), v in ok.items() if n == "pve_guest_last_backup_timestamp_seconds"}
+    assert backups and all(daemon.clock.t - 9 * 86400 < t <= daemon.clock.t for t in backups.values())

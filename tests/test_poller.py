@@ -58,6 +58,7 @@ class FakeClient:
             "/version": {"version": "9.1.4", "release": "9.1", "repoid": "abc"},
             "/cluster/backup-info/not-backed-up": [{"vmid": 100, "name": "vm100", "type": "qemu"}],
             "/cluster/config/qdevice": {},
+            "/cluster/tasks": [],
         }
         for i in range(1, n_nodes + 1):
             self.answers[f"/nodes/pve{i}/replication"] = []
@@ -122,16 +123,17 @@ async def test_first_cycle_runs_every_tier_and_shares_status_and_resources():
 
 
 async def test_request_count_formula_per_cycle():
-    """First cycle: 2 shared + version + backup + qdevice + 5 per node (status, qemu, lxc, replication,
-    subscription) + G configs. Fast cycles: 2 shared + qdevice + 4 per node, nothing per guest."""
+    """First cycle: 2 shared + version + backup-info + qdevice + tasks + 5 per node (status, qemu, lxc,
+    replication, subscription) + G configs (+ backup listings: none here, the fake has no storages).
+    Fast cycles: 2 shared + qdevice + tasks + 4 per node, nothing per guest."""
     n, per_node = 3, 4
     poller, client, clock, _ = make(client=FakeClient(n_nodes=n, guests_per_node=per_node))
     await poller.run_once()
-    assert len(client.calls) == 2 + 3 + 5 * n + n * per_node
+    assert len(client.calls) == 2 + 4 + 5 * n + n * per_node
     client.calls.clear()
     clock.t += 15
     await poller.run_once()
-    assert len(client.calls) == 2 + 1 + 4 * n
+    assert len(client.calls) == 2 + 2 + 4 * n
     assert not [c for c in client.calls if c.endswith("/config")]
 
 

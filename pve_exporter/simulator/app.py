@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pve_exporter.simulator import backups as _backups  # noqa: F401  (registers storage content)
 from pve_exporter.simulator import endpoints as _endpoints  # noqa: F401  (registers the GET routes)
 from pve_exporter.simulator.auth import AuthError, Caller, authenticate
 from pve_exporter.simulator.control import ControlApi

@@ -130,11 +130,15 @@ def _make_storages(
 ) -> list[SimStorage]:
     result = []
     last_node = node.nodeid == cluster.node_count and cluster.node_count > 1
+    specs = []
     for idx in range(cluster.storage_count):
         if idx < len(_STORAGES):
-            sid, plugin, content, is_shared = _STORAGES[idx]
+            specs.append(_STORAGES[idx])
         else:
-            sid, plugin, content, is_shared = f"data{idx - len(_STORAGES) + 1}", "dir", ("images",), False
+            specs.append((f"data{idx - len(_STORAGES) + 1}", "dir", ("images",), False))
+    if cluster.ceph:  # a hyper-converged cluster has its RBD pool as a shared storage
+        specs.append(("ceph-pool", "rbd", ("images", "rootdir"), True))
+    for sid, plugin, content, is_shared in specs:
         if sid == "local":
             total, used = node.rootfs_total, node.rootfs_used
         elif sid == "pbs-archive":
