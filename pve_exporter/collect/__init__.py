@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from pve_exporter.collect import cluster_extra, config, guests, node_extra, node_status, resources, status
+from pve_exporter.collect import (
+    backups,
+    ceph,
+    cluster_extra,
+    config,
+    guests,
+    node_extra,
+    node_status,
+    resources,
+    status,
+    tasks,
+)
+from pve_exporter.collect import storage as node_storage
 from pve_exporter.collect.base import Collector
 
 
 def build_collectors(
-    *, all_enum_states: bool = False, config_max_per_cycle: int = 50, config_refresh_seconds: float = 3600.0
+    *,
+    all_enum_states: bool = False,
+    config_max_per_cycle: int = 50,
+    config_refresh_seconds: float = 3600.0,
+    node_storage_details: bool = False,  # /nodes/{n}/storage: on when the InfluxDB output is configured
 ) -> tuple[Collector, ...]:
     return (
         status.COLLECTOR,
@@ -19,5 +35,8 @@ def build_collectors(
         guests.COLLECTOR,
         node_extra.REPLICATION_COLLECTOR,
         node_extra.SUBSCRIPTION_COLLECTOR,
+        tasks.COLLECTOR,
+        ceph.COLLECTOR,
+        backups.COLLECTOR,
         config.make_collector(config_max_per_cycle, config_refresh_seconds),
-    )
+    ) + ((node_storage.COLLECTOR,) if node_storage_details else ())
