@@ -21,12 +21,15 @@ _HELP_ESC = str.maketrans({"\\": r"\\", "\n": r"\n"})
 
 
 def escape(value: str) -> str:
-    return value.translate(_ESC)
+    # Most label values need no escaping; the membership tests are ~10x cheaper than translate().
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.translate(_ESC)
+    return value
 
 
 def fmt_value(v: float) -> str:
-    if v.is_integer() and abs(v) < 1e16:
-        return str(int(v))
+    if v.is_integer() and -1e16 < v < 1e16:
+        return "%d" % v
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
@@ -51,11 +54,15 @@ def render_samples(f: Family, cluster: str | None) -> str:
     append = lines.append
     if len(names) == 1:
         n0 = f'{sep}{names[0]}="'
+        # The hot loop (most families have only `id`): escape and format inline, no calls.
         for (v0,), value in f.samples:
-            append(f'{head}{n0}{v0.translate(_ESC)}"}} {fmt_value(value)}\n')
+            if "\\" in v0 or '"' in v0 or "\n" in v0:
+                v0 = v0.translate(_ESC)
+            sv = "%d" % value if value.is_integer() and -1e16 < value < 1e16 else fmt_value(value)
+            append(f'{head}{n0}{v0}"}} {sv}\n')
     elif names:
         for values, value in f.samples:
-            body = ",".join(f'{n}="{v.translate(_ESC)}"' for n, v in zip(names, values, strict=True))
+            body = ",".join([f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)])
             append(f"{head}{sep}{body}}} {fmt_value(value)}\n")
     else:
         bare = f"{f.name} " if cluster is None else head + "} "
