@@ -18,10 +18,10 @@ from typing import Any
 
 import structlog
 
-from pve_exporter.collect.base import CacheView, Collector, Family, NodeRef, Request, Shared
+from pve_exporter.collect.base import ApiFailure, CacheView, Collector, Family, NodeRef, Request, Shared
 from pve_exporter.collect.status import make_shared
 from pve_exporter.pve.client import PveClient
-from pve_exporter.pve.errors import PveError, PveTimeoutError
+from pve_exporter.pve.errors import PveApiError, PveError, PveTimeoutError
 from pve_exporter.pve.values import flag, integer, split_tags, text
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.snapshot import CollectorResult, GuestRef, Payload, Snapshot, SnapshotStore
@@ -277,12 +277,13 @@ class Poller:
         self._log_shared(res_out.error)
 
         cache_times = {}
+        everything = {k: p.data for cache in self._cache.values() for k, p in cache.items()}
         due: list[tuple[Collector, list[Request]]] = []
         for c in self.collectors:
             last = self._last_run.get(c.name)
             if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
                 continue
-            view = CacheView(now, {k: p.fetched_at for k, p in self._cache[c.name].items()})
+            view = CacheView(now, {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}, everything)
             cache_times[c.name] = view
             due.append((c, list(c.plan(shared, view))))
             self._last_run[c.name] = now
@@ -298,7 +299,7 @@ class Poller:
         due_names = {c.name for c, _ in due}
         reqs_of = {c.name: reqs for c, reqs in due}
         for c in self.collectors:
-            cache = self._cache[c.name]
+            cache = self._cache.setdefault(c.name, {})
             errors: list[PveError] = []
             stale = False
             ended = phase_start
@@ -311,6 +312,8 @@ class Poller:
                     out = outs[i]
                     i += 1
                     ended = max(ended, out.ended)
+                    if c.api_errors_are_data and isinstance(out.error, PveApiError):
+                        out = _Outcome(ApiFailure(out.error.status, out.error.message), None, out.started, out.ended)
                     stale |= self._keep(cache, r.key, out, now, self._max_age(c))
                     if out.error is not None:
                         errors.append(out.error)

@@ -283,3 +283,21 @@ async def test_ceph_health_and_backup_age_from_the_simulator():
     assert ok[key] == 0.0 and warn[key] == 1.0
     backups = {dict(lbls)["id"]: v for (n, lbls), v in ok.items() if n == "pve_guest_last_backup_timestamp_seconds"}
     assert backups and all(daemon.clock.t - 9 * 86400 < t <= daemon.clock.t for t in backups.values())
+
+
+async def test_guest_agent_filesystems_opt_in():
+    from pve_exporter.settings import Settings
+
+    async with sim_daemon(clusters=(("lab", 2, 4),)) as (daemon, sim, _):
+        # The opt-in collector reads agent settings from the config collector's cache: 2nd cycle asks.
+        daemon.settings = Settings(**{**daemon.settings.model_dump(), "collect": {"guest_agent_filesystems": True}})
+        rt = daemon.clusters["lab"]
+        rt.poller.collectors = daemon._collectors()
+        await cycle(daemon)
+        daemon.clock.t += 15
+        snap = await cycle(daemon)
+        text = body(daemon)
+    lab = sim.cluster("lab")
+    with_agent = {f"qemu/{g.vmid}" for g in lab.guests.values() if g.type == "qemu" and g.agent and g.running}
+    assert with_agent and with_agent == ids(text, "pve_guest_filesystem_size_bytes")
+    assert snap.results["agent"].ok

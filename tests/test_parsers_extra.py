@@ -138,3 +138,35 @@ def test_backups_newest_per_guest_and_count():
     assert s[("pve_guest_last_backup_timestamp_seconds", ("qemu/100",))] == 300
     assert s[("pve_guest_backups", ("qemu/100",))] == 2
     assert s[("pve_guest_last_backup_timestamp_seconds", ("lxc/200",))] == 200
+
+
+def test_agent_enabled_property_string():
+    from pve_exporter.collect.agent import agent_enabled
+
+    assert agent_enabled({"agent": "1"}) and agent_enabled({"agent": "enabled=1,fstrim_cloned_disks=1"})
+    assert agent_enabled({"agent": "1,type=virtio"})
+    assert not agent_enabled({"agent": "0"}) and not agent_enabled({"agent": "enabled=0"})
+    assert not agent_enabled({}) and not agent_enabled(None)
+
+
+def test_agent_fsinfo_parsed_and_silent_agent_is_data():
+    from pve_exporter.collect.agent import parse_agent
+    from pve_exporter.collect.base import ApiFailure
+
+    res = [{"type": "qemu", "vmid": 100, "node": "pve1"}, {"type": "qemu", "vmid": 101, "node": "pve1"},
+           {"type": "qemu", "vmid": 102, "node": "pve1"}]  # fmt: skip
+    payloads = {
+        "/nodes/pve1/qemu/100/agent/get-fsinfo": {"result": [
+            {"mountpoint": "/", "type": "ext4", "total-bytes": 1000, "used-bytes": 250},
+            {"mountpoint": "/", "type": "ext4", "total-bytes": 1000, "used-bytes": 250},  # bind mount
+            {"mountpoint": "/run", "type": "tmpfs", "total-bytes": 10, "used-bytes": 1},
+            {"mountpoint": "/data", "type": "xfs"},  # no sizes reported
+        ]},
+        "/nodes/pve1/qemu/101/agent/get-fsinfo": ApiFailure(500, "QEMU guest agent is not running"),
+    }  # fmt: skip
+    s = flat(parse_agent(res, payloads))
+    assert s[("pve_guest_filesystem_size_bytes", ("qemu/100", "/", "ext4"))] == 1000
+    assert s[("pve_guest_filesystem_used_bytes", ("qemu/100", "/", "ext4"))] == 250
+    assert len([k for k in s if k[0] == "pve_guest_filesystem_size_bytes"]) == 1
+    assert s[("pve_guest_agent_up", ("qemu/100",))] == 1 and s[("pve_guest_agent_up", ("qemu/101",))] == 0
+    assert ("pve_guest_agent_up", ("qemu/102",)) not in s  # never asked: unknown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pve_exporter.collect import (
+    agent,
     backups,
     ceph,
     cluster_extra,
@@ -24,7 +25,15 @@ def build_collectors(
     config_max_per_cycle: int = 50,
     config_refresh_seconds: float = 3600.0,
     node_storage_details: bool = False,  # /nodes/{n}/storage: on when the InfluxDB output is configured
+    guest_agent: bool = False,
+    guest_agent_max_per_cycle: int = 20,
+    guest_agent_refresh_seconds: float = 300.0,
 ) -> tuple[Collector, ...]:
+    optional: tuple[Collector, ...] = ()
+    if node_storage_details:
+        optional += (node_storage.COLLECTOR,)
+    if guest_agent:
+        optional += (agent.make_collector(guest_agent_max_per_cycle, guest_agent_refresh_seconds),)
     return (
         status.COLLECTOR,
         resources.make_collector(all_enum_states),
@@ -39,4 +48,4 @@ def build_collectors(
         ceph.COLLECTOR,
         backups.COLLECTOR,
         config.make_collector(config_max_per_cycle, config_refresh_seconds),
-    ) + ((node_storage.COLLECTOR,) if node_storage_details else ())
+    ) + optional

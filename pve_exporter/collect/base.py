@@ -90,10 +90,11 @@ class Shared:
 
 @dataclass(frozen=True, slots=True)
 class CacheView:
-    """Read-only view of cached payload ages, so `plan` can decide what to refresh (pure)."""
+    """Read-only view of cached payload ages (own) and data (every collector's), so `plan` stays pure."""
 
     now: float
     fetched_at: Mapping[str, float] = field(default_factory=dict)
+    cluster_payloads: Mapping[str, Any] = field(default_factory=dict)  # e.g. guest configs for the agent
 
     def age(self, key: str) -> float | None:
         t = self.fetched_at.get(key)
@@ -118,3 +119,14 @@ class Collector:
     # A path not planned any more (its node went offline, its guest vanished) is forgotten at once,
     # unless the collector plans only what needs refreshing and relies on the cache for the rest.
     keep_unplanned: bool = False
+    # PVE answers 500 when a guest agent is not running: for such collectors that answer is data
+    # (kept as an ApiFailure payload), not a failure of the collector.
+    api_errors_are_data: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApiFailure:
+    """A PVE error answer kept as a payload, for collectors where "PVE said no" is the measurement."""
+
+    status: int | None
+    message: str
