@@ -48,4 +48,5 @@ def build_collectors(
         ceph.COLLECTOR,
         backups.COLLECTOR,
         config.make_collector(config_max_per_cycle, config_refresh_seconds),
-    ) + optional
+        *optional,
+    )

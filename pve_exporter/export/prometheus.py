@@ -29,7 +29,7 @@ def escape(value: str) -> str:
 
 def fmt_value(v: float) -> str:
     if v.is_integer() and -1e16 < v < 1e16:
-        return "%d" % v
+        return "%d" % v  # noqa: UP031  (measured: faster than str(int(v)) in the render loop)
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
@@ -58,7 +58,7 @@ def render_samples(f: Family, cluster: str | None) -> str:
         for (v0,), value in f.samples:
             if "\\" in v0 or '"' in v0 or "\n" in v0:
                 v0 = v0.translate(_ESC)
-            sv = "%d" % value if value.is_integer() and -1e16 < value < 1e16 else fmt_value(value)
+            sv = "%d" % value if value.is_integer() and -1e16 < value < 1e16 else fmt_value(value)  # noqa: UP031
             append(f'{head}{n0}{v0}"}} {sv}\n')
     elif names:
         for values, value in f.samples:
