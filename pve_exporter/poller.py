@@ -283,6 +283,8 @@ class Poller:
             last = self._last_run.get(c.name)
             if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
                 continue
+            if c.min_interval and last is not None and now - last < c.min_interval - 1e-6:
+                continue
             view = CacheView(now, {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}, everything)
             cache_times[c.name] = view
             due.append((c, list(c.plan(shared, view))))

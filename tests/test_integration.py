@@ -223,7 +223,7 @@ async def test_every_pve_flavour_collects_cleanly(version):
 
 
 async def test_api_calls_per_cycle_match_the_formula():
-    """First cycle: 2 + 4 + 5·N + B + G; fast cycles: 2 + 2 + 4·N (documented in the README).
+    """First cycle: 2 + 4 + 6·N + B + G; fast cycles: 2 + 2 + 4·N, + N once a minute (documented in the README).
 
     B = backup storage listings: `local` on each node plus the shared `nfs-backup` once.
     """
@@ -237,7 +237,7 @@ async def test_api_calls_per_cycle_match_the_formula():
     n, g = 4, 20
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
     backup_listings = n + 1
-    assert first == 2 + 3 + qdevice + 5 * n + backup_listings + g
+    assert first == 2 + 3 + qdevice + 6 * n + backup_listings + g
     assert second == 2 + 1 + qdevice + 4 * n
 
 

@@ -170,3 +170,15 @@ def test_agent_fsinfo_parsed_and_silent_agent_is_data():
     assert len([k for k in s if k[0] == "pve_guest_filesystem_size_bytes"]) == 1
     assert s[("pve_guest_agent_up", ("qemu/100",))] == 1 and s[("pve_guest_agent_up", ("qemu/101",))] == 0
     assert ("pve_guest_agent_up", ("qemu/102",)) not in s  # never asked: unknown
+
+
+def test_node_pressure_newest_bucket_with_the_source():
+    from pve_exporter.collect.node_pressure import parse_node_pressure
+
+    rows9 = [{"time": 60, "pressurecpusome": 0.5, "pressureiosome": 0.25}, {"time": 120, "pressurecpusome": 0.125},
+             {"time": 180, "maxcpu": 16}]  # the newest bucket has no value yet  # fmt: skip
+    rows8 = [{"time": 60, "cpu": 0.1, "loadavg": 0.5}]
+    s = flat(parse_node_pressure([("pve1", rows9), ("pve2", rows8)]))
+    assert s[("pve_node_pressure_cpu_some_ratio", ("node/pve1",))] == 0.125
+    assert s[("pve_node_pressure_io_some_ratio", ("node/pve1",))] == 0.25
+    assert not [k for k in s if k[1] == ("node/pve2",)]  # PVE 8: no PSI data sources, nothing published

@@ -66,6 +66,7 @@ class FakeClient:
             self.answers[f"/nodes/pve{i}/status"] = {"loadavg": ["0.10", "0.20", "0.30"], "wait": 0.01}
             self.answers[f"/nodes/pve{i}/qemu"] = []
             self.answers[f"/nodes/pve{i}/lxc"] = []
+            self.answers[f"/nodes/pve{i}/rrddata"] = [{"time": 60, "pressurecpusome": 0.25}]
         self.calls: list[str] = []
         self.hang: set[str] = set()
         self.in_flight = 0
@@ -123,13 +124,13 @@ async def test_first_cycle_runs_every_tier_and_shares_status_and_resources():
 
 
 async def test_request_count_formula_per_cycle():
-    """First cycle: 2 shared + version + backup-info + qdevice + tasks + 5 per node (status, qemu, lxc,
-    replication, subscription) + G configs (+ backup listings: none here, the fake has no storages).
-    Fast cycles: 2 shared + qdevice + tasks + 4 per node, nothing per guest."""
+    """First cycle: 2 shared + version + backup-info + qdevice + tasks + 6 per node (status, rrddata, qemu,
+    lxc, replication, subscription) + G configs (+ backup listings: none here, the fake has no storages).
+    Fast cycles: 2 shared + qdevice + tasks + 4 per node, nothing per guest (rrddata once a minute)."""
     n, per_node = 3, 4
     poller, client, clock, _ = make(client=FakeClient(n_nodes=n, guests_per_node=per_node))
     await poller.run_once()
-    assert len(client.calls) == 2 + 4 + 5 * n + n * per_node
+    assert len(client.calls) == 2 + 4 + 6 * n + n * per_node
     client.calls.clear()
     clock.t += 15
     await poller.run_once()

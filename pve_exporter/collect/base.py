@@ -122,6 +122,7 @@ class Collector:
     # PVE answers 500 when a guest agent is not running: for such collectors that answer is data
     # (kept as an ApiFailure payload), not a failure of the collector.
     api_errors_are_data: bool = False
+    min_interval: float = 0.0  # run at most this often, e.g. for data PVE itself keeps per minute
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,54 @@
+"""Node PSI pressure from `GET /nodes/{node}/rrddata?timeframe=hour` (PVE 9), at most once a minute.
+
+    pvesh get /nodes/pve1/rrddata --timeframe hour
+    # HELP pve_node_pressure_cpu_some_ratio PSI cpu some of the node, last RRD minute (PVE 9)
+    pve_node_pressure_cpu_some_ratio{cluster="prod",id="node/pve1"} 0.12
+
+PVE keeps node PSI only in its RRD files (not in /nodes/{n}/status), in 60 s buckets, so asking
+more often than once a minute would return the same value. The newest bucket that has the data
+source is used; PVE 7/8 have no such data sources and then nothing is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
+from pve_exporter.collect.node_status import node_payloads
+from pve_exporter.pve.values import num
+
+SOURCES = (
+    ("pressurecpusome", "cpu_some"), ("pressureiosome", "io_some"), ("pressureiofull", "io_full"),
+    ("pressurememorysome", "memory_some"), ("pressurememoryfull", "memory_full"),
+)  # fmt: skip
+
+
+def parse_node_pressure(per_node: list[tuple[str, Any]]) -> list[Family]:
+    b = {
+        field: FamilyBuilder(
+            f"pve_node_pressure_{name}_ratio", "gauge",
+            f"PSI {name.replace('_', ' ')} of the node, newest RRD minute (PVE 9 and later)", ("id",))
+        for field, name in SOURCES
+    }  # fmt: skip
+    for node, rows in per_node:
+        if not isinstance(rows, list):
+            continue
+        for field, _ in SOURCES:
+            value = next((num(r.get(field)) for r in reversed(rows) if isinstance(r, Mapping) and field in r), None)
+            b[field].add((f"node/{node}",), value)
+    return build_all(b.values())
+
+
+def _plan(shared: Shared, cache: CacheView) -> list[Request]:
+    return [
+        Request(f"/nodes/{n}/rrddata", (("timeframe", "hour"), ("cf", "AVERAGE")), node=n)
+        for n in shared.online_nodes()
+    ]
+
+
+def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
+    return parse_node_pressure(node_payloads(payloads, "rrddata"))
+
+
+COLLECTOR = Collector("node_pressure", "fast", _plan, _parse, min_interval=60.0)
