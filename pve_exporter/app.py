@@ -71,6 +71,9 @@ class Daemon:
             all_enum_states=c.all_enum_states,
             config_max_per_cycle=c.config_max_per_cycle,
             config_refresh_seconds=c.config_refresh_seconds,
+            guest_agent=c.guest_agent_filesystems,
+            guest_agent_max_per_cycle=c.guest_agent_max_per_cycle,
+            guest_agent_refresh_seconds=c.guest_agent_refresh_seconds,
         )
 
     def _build(self, cfg: ClusterSettings) -> ClusterRuntime:

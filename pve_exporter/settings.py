@@ -146,6 +146,13 @@ class CollectSettings(Strict):
     )
     config_max_per_cycle: int = Field(default=50, ge=0)
     config_refresh_seconds: float = Field(default=3600, ge=60)
+    guest_agent_filesystems: bool = Field(
+        default=False,
+        description="Ask the QEMU guest agent of running VMs for filesystem usage (opt-in; needs "
+        "VM.GuestAgent.Audit on PVE 9, VM.Monitor on PVE 8)",
+    )
+    guest_agent_max_per_cycle: int = Field(default=20, ge=1)
+    guest_agent_refresh_seconds: float = Field(default=300, ge=30)
     max_concurrency_total: int = Field(
         default=64, ge=1, le=4096, description="In-flight API requests over all clusters together"
     )
