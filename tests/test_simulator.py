@@ -783,12 +783,17 @@ async def test_every_endpoint_answers(aiohttp_client: Any, clock: FakeClock, spe
                 continue
             path = route.template.format(node=node.name, vmid=guest.vmid if guest else 0, upid=task.text,
                                          storage=node.storages[0].storage if node.storages else "local")
+            if route.template.endswith("/rrddata"):
+                path += "?timeframe=hour"  # required by PVE
             status, reason, body = await api(client, path)
             if path == "/cluster/ceph/status" and not c.ceph:
                 assert status == 500
                 continue
             if "{storage}" in route.template and not node.storages:
                 assert status == 500  # no storage on this node: PVE says it does not exist
+                continue
+            if route.template.endswith("/agent/get-fsinfo") and (not guest.agent or not guest.running):
+                assert status == 500  # no agent configured, or the VM is not running
                 continue
             assert status == 200, (path, status, reason, body)
             assert "data" in body
