@@ -16,14 +16,18 @@ from aiohttp import web
 
 from pve_exporter import __version__, logs
 from pve_exporter.collect import build_collectors
-from pve_exporter.collect.base import Collector
+from pve_exporter.collect.base import Collector, Family
+from pve_exporter.control import routes as control_routes
+from pve_exporter.control.operations import HistoryError
+from pve_exporter.control.plane import ControlPlane
+from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.httperrors import error_response
 from pve_exporter.poller import NodeRouting, Poller, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
-from pve_exporter.settings import ClusterSettings, ConfigError, Settings, load_settings
-from pve_exporter.snapshot import SnapshotStore
+from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
+from pve_exporter.snapshot import Snapshot, SnapshotStore
 
 log = structlog.get_logger("pve_exporter.app")
 
@@ -59,7 +63,13 @@ class Daemon:
         self.stats = SelfStats()
         self.exposition = Exposition()
         self.store.subscribe(self.exposition.update)
+        # InfluxDB output (settings.influxdb): created in start(); tests may replace the factory.
+        self.influx: InfluxWriter | None = None
+        self.influx_factory: Callable[[InfluxSettings], InfluxWriter] = lambda cfg: InfluxWriter(cfg, clock=self.clock)
+        self.store.subscribe(self._to_influx)
+        self.stats.extra.append(self._influx_families)
         self.clusters: dict[str, ClusterRuntime] = {}
+        self.control: ControlPlane | None = None  # the control API (settings.control.enabled), made in start()
         self.reloads_failed = 0
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
@@ -74,6 +84,7 @@ class Daemon:
             guest_agent=c.guest_agent_filesystems,
             guest_agent_max_per_cycle=c.guest_agent_max_per_cycle,
             guest_agent_refresh_seconds=c.guest_agent_refresh_seconds,
+            node_storage_details=self.settings.influxdb is not None,  # feeds the InfluxDB storage points
         )
 
     def _build(self, cfg: ClusterSettings) -> ClusterRuntime:
@@ -131,14 +142,42 @@ class Daemon:
             return False
         self._started = True
         logs.register_secrets(self.settings.secrets())
+        await self._start_influx()
         for cfg in self.settings.clusters:
             self._start_one(cfg)
+        if self.settings.control.enabled:  # after the clusters: recovery reads tasks back through their clients
+            control = ControlPlane(self, self.settings.control)
+            await control.start()
+            self.control = control
         return True
 
     async def stop(self) -> None:
+        if self.control is not None:  # first: running actions record their state while clients still work
+            control, self.control = self.control, None
+            await control.stop()
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
+        await self._stop_influx()  # after the pollers: what is still in memory goes to the spool
         self._started = False
+
+    # -- InfluxDB output --------------------------------------------------------------------
+
+    def _to_influx(self, snap: Snapshot) -> None:
+        if self.influx is not None:
+            self.influx.offer(snap)
+
+    def _influx_families(self, clusters: set[str] | None) -> list[Family]:
+        return self.influx.families(clusters) if self.influx is not None else []
+
+    async def _start_influx(self) -> None:
+        if self.settings.influxdb is not None and self.influx is None:
+            self.influx = self.influx_factory(self.settings.influxdb)
+            await self.influx.start()
+
+    async def _stop_influx(self) -> None:
+        if self.influx is not None:
+            writer, self.influx = self.influx, None
+            await writer.stop()
 
     async def reload(self) -> bool:
         """Re-read the config file; apply only what changed. A bad file keeps the running config."""
@@ -153,7 +192,13 @@ class Daemon:
         logs.register_secrets(new.secrets())
         old = {c.name: c for c in self.settings.clusters}
         fresh = {c.name: c for c in new.clusters}
+        old_influx = self.settings.influxdb
         self.settings = new
+        if self.control is not None:
+            self.control.reconfigure(new.control)
+        if new.influxdb != old_influx and self._started:
+            await self._stop_influx()
+            await self._start_influx()
         for name in old.keys() - fresh.keys():
             await self._stop_one(name, forget=True)
             log.info("cluster removed", cluster=name)
@@ -262,7 +307,26 @@ async def handle_index(request: web.Request) -> web.Response:
             f"{' · failing: ' + html.escape(', '.join(failing)) if failing else ''}</td></tr>"
         )
     page = _INDEX.format(version=__version__, rows="\n".join(rows))
+    if daemon.control is not None:
+        page = page.replace("</body>", await _recent_operations(daemon.control) + "</body>")
     return web.Response(text=page, content_type="text/html")
+
+
+async def _recent_operations(control: ControlPlane) -> str:
+    """The landing page's link to the control page and its last ten operations."""
+    rows = []
+    for op in await control.recent(10):
+        cells = (op["requested_at"], op["cluster"], f"{op['resource_type'] or ''}/{op['resource_id']}",
+                 op["resource_name"] or "", op["operation"] + (" (force)" if op["force"] else ""), op["status"],
+                 op["user"], op["error_message"] or "")
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    body = "\n".join(rows) or "<tr><td colspan='8'>none yet</td></tr>"
+    return (
+        "<h2>Control</h2><p><a href='ui/'>Guest power control and operation history</a> · "
+        "<a href='api/v1/openapi.json'>API (OpenAPI)</a></p>\n<h3>Recent operations</h3>\n"
+        "<table id='recent-operations'><tr><th>requested</th><th>cluster</th><th>guest</th><th>name</th>"
+        f"<th>action</th><th>status</th><th>user</th><th>error</th></tr>\n{body}\n</table>"
+    )
 
 
 _INDEX = """<!doctype html>
@@ -295,6 +359,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/pve", handle_pve)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_ready)
+    control_routes.setup(app, enabled=daemon.settings.control.enabled)
     return app
 
 
@@ -303,7 +368,12 @@ async def serve(settings: Settings, *, config_path: str | None = None, ready: Ca
     daemon = Daemon(settings, config_path=config_path)
     app = build_app(daemon)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except HistoryError as exc:
+        log.error("cannot start the control API", error=str(exc))
+        await daemon.stop()
+        return 1
     site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
     try:
         await site.start()

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import random
+import secrets
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import structlog
@@ -20,7 +24,13 @@ import structlog
 from pve_exporter import logs
 from pve_exporter.app import Daemon, build_app
 from pve_exporter.settings import Settings
-from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
+from pve_exporter.simulator import (
+    DEFAULT_TOKEN_ID,
+    DEFAULT_TOKEN_SECRET,
+    PowerTimings,
+    SimulatorServer,
+    build_simulator,
+)
 
 log = structlog.get_logger("pve_exporter.demo")
 
@@ -30,9 +40,22 @@ CLUSTERS = [
 ]
 
 
-def demo_settings(urls: dict[str, str], listen: str, interval: float) -> Settings:
+def demo_control(history_dir: str, token: str) -> dict[str, object]:
+    """The control API for the demo: one admin token (printed at start), history in a temp dir."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return {
+        "enabled": True,
+        "history_db": f"{history_dir}/operations.sqlite",
+        "tokens": [{"name": "demo", "sha256": digest, "scopes": ["admin"]}],
+    }
+
+
+def demo_settings(
+    urls: dict[str, str], listen: str, interval: float, control: dict[str, object] | None = None
+) -> Settings:
     return Settings(
         listen=listen,
+        control=control or {},
         clusters=[
             {
                 "name": name,
@@ -69,7 +92,8 @@ async def chaos(sim, seed: int, every: float) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     sim = build_simulator(
-        [dict(c) for c in CLUSTERS], seed=args.seed, auth_delay=0.0, latency_ms=args.latency_ms
+        [dict(c) for c in CLUSTERS], seed=args.seed, auth_delay=0.0, latency_ms=args.latency_ms,
+        power=PowerTimings(sync_seconds=0.15),  # power POSTs take as long as PVE's synchronous part
     )
     server = SimulatorServer(sim, host="127.0.0.1", base_port=args.sim_port)
     try:
@@ -77,7 +101,9 @@ async def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"pve-exporter demo: cannot start the simulator on port {args.sim_port}: {exc}", file=sys.stderr)
         return 1
-    settings = demo_settings(server.urls, args.listen, args.interval)
+    history_dir = tempfile.mkdtemp(prefix="pve-exporter-demo-")
+    control_token = args.control_token or secrets.token_urlsafe(24)
+    settings = demo_settings(server.urls, args.listen, args.interval, demo_control(history_dir, control_token))
     daemon = Daemon(settings)
     from aiohttp import web
 
@@ -90,6 +116,7 @@ async def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         await runner.cleanup()
         await server.stop()
+        shutil.rmtree(history_dir, ignore_errors=True)
         return 1
     base = f"http://{args.listen}"
     print("pve_exporter demo (Ctrl-C to stop)", flush=True)
@@ -104,7 +131,11 @@ async def run(args: argparse.Namespace) -> int:
     first = server.urls[CLUSTERS[0]["name"]]
     fault = '{"kind":"node_down","node":"pve2"}'
     print(f"  inject a fault            curl -X POST {first}/_sim/faults -d '{fault}'")
-    print(f"  clear faults              curl -X DELETE {first}/_sim/faults", flush=True)
+    print(f"  clear faults              curl -X DELETE {first}/_sim/faults")
+    print(f"  control token (admin)     {control_token}")
+    print(f"  control page              {base}/ui/")
+    print(f"  control API               curl -H 'Authorization: Bearer {control_token}' {base}/api/v1/guests")
+    print(f"  operation history         {history_dir}/operations.sqlite (removed at exit)", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,6 +150,7 @@ async def run(args: argparse.Namespace) -> int:
             await chaos_task
     await runner.cleanup()
     await server.stop()
+    shutil.rmtree(history_dir, ignore_errors=True)
     return 0
 
 
@@ -131,6 +163,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--fault-every", type=float, default=120.0,
                    help="seconds between injected faults, 0 = none (default: %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--control-token", default=None,
+                   help="control API token to accept (default: a random one, printed at start)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     logs.configure(args.log_level, "auto")

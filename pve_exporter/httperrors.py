@@ -17,6 +17,7 @@ def error_response(
     details: dict[str, Any] | None = None,
     recovery: list[str] | None = None,
     headers: dict[str, str] | None = None,
+    request_id: str | None = None,
 ) -> web.Response:
     body = {
         "success": False,
@@ -24,7 +25,7 @@ def error_response(
         "error_code": error_code,
         "details": details or {},
         "recovery_suggestions": recovery or [],
-        "request_id": uuid.uuid4().hex,
+        "request_id": request_id or uuid.uuid4().hex,
         "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
     }
     return web.json_response(body, status=status, headers=headers)

@@ -263,6 +263,8 @@ class Poller:
         started = self._clock()
         t0 = time.monotonic()
         budget = self.timing.deadline
+        # Endpoints that failed get a cheap probe once a minute, beside the cycle, never blocking it.
+        probe = asyncio.ensure_future(self.client.probe_down_endpoints(retry_after=60.0))
         status_out, res_out = await self._fetch_all([STATUS, RESOURCES], budget)
         now = self._clock()
         status_stale = self._keep(self._shared_cache, STATUS.key, status_out, now, self.timing.stale_after)
@@ -363,6 +365,12 @@ class Poller:
             self._log_transition(prev, result)
             self._results[c.name] = result
 
+        if not probe.done():
+            # On timeout wait_for cancels the probe; the next one is due in a minute.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe, timeout=max(0.001, budget - (time.monotonic() - t0)))
+        elif not probe.cancelled() and probe.exception() is not None:
+            self._log.debug("endpoint probe failed", error=str(probe.exception()))
         finished = self._clock()
         self._seq += 1
         payloads: dict[str, Payload] = dict(self._shared_cache)

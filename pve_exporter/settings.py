@@ -6,6 +6,7 @@ every validation problem becomes one line that names the key (`clusters[0].token
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -182,9 +184,15 @@ class InfluxSettings(Strict):
     retention_policy: str | None = None
     schema_name: Literal["pve"] = Field(default="pve", alias="schema", description="Only PVE's own layout for now")
     spool_dir: Path | None = Field(default=None, description="Batches wait here while InfluxDB is down or slow")
-    max_spool_bytes: ByteSize = Field(default=ByteSize(1 << 30), description="Oldest batches are dropped beyond")
-    max_queue_bytes: ByteSize = Field(default=ByteSize(16 << 20), description="In memory before the spool is used")
-    batch_bytes: ByteSize = Field(default=ByteSize(1 << 20), description="Uncompressed line protocol per request")
+    max_spool_bytes: ByteSize = Field(
+        default=ByteSize(1 << 30), ge=1024, description="Oldest batches are dropped beyond"
+    )
+    max_queue_bytes: ByteSize = Field(
+        default=ByteSize(16 << 20), ge=1024, description="In memory before the spool is used"
+    )
+    batch_bytes: ByteSize = Field(
+        default=ByteSize(1 << 20), ge=1024, le=64 << 20, description="Uncompressed line protocol per request"
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     verify_ssl: bool = True
     ca_file: Path | None = None
@@ -259,6 +267,108 @@ class InfluxSettings(Strict):
         return [s.get_secret_value() for s in (self.token, self.password) if s is not None]
 
 
+CONTROL_SCOPES = ("read", "power", "admin")
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ControlToken(Strict):
+    """A bearer token of the control API. Only its SHA-256 is kept in the config (`pve-exporter
+    hash-token`), or the token itself sits in `secret_file`. `name` is recorded as the operation's user."""
+
+    name: str
+    sha256: str | None = None
+    secret_file: Path | None = None
+    scopes: list[Literal["read", "power", "admin"]] = Field(
+        min_length=1, description="read (inventory, history) < power (actions) < admin (collect, reload)"
+    )
+    _secret: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must start with a letter or digit and hold only letters, digits, '.', '_' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ControlToken:
+        if (self.sha256 is None) == (self.secret_file is None):
+            raise ValueError("sha256: give exactly one of sha256 or secret_file")
+        if self.sha256 is not None:
+            if not _SHA256_HEX.match(self.sha256):
+                raise ValueError(
+                    f"sha256: must be the 64 hex characters of a SHA-256 (see `pve-exporter hash-token`), "
+                    f"got {len(self.sha256)} characters"
+                )
+            object.__setattr__(self, "sha256", self.sha256.lower())
+        else:
+            assert self.secret_file is not None
+            self._secret = _read_secret(self.secret_file, "secret_file")
+        return self
+
+    def digest(self) -> bytes:
+        """The SHA-256 of the token, as bytes (what incoming tokens are compared against)."""
+        if self.sha256 is not None:
+            return bytes.fromhex(self.sha256)
+        assert self._secret is not None
+        return hashlib.sha256(self._secret.get_secret_value().encode()).digest()
+
+    def secrets(self) -> list[str]:
+        return [self._secret.get_secret_value()] if self._secret is not None else []
+
+
+class RateLimit(Strict):
+    """A token bucket: `burst` at once, refilled at `per_minute`."""
+
+    burst: int = Field(ge=1, le=100_000)
+    per_minute: float = Field(gt=0, le=600_000)
+
+
+class ControlSettings(Strict):
+    """The authenticated control API (/api/v1) with its operation history (design §2.5).
+
+    Power actions use each cluster's own PVE token, so that token needs VM.PowerMgmt on the guests
+    (e.g. PVEVMUser, or a role with VM.PowerMgmt + VM.Audit on /vms) for actions to succeed.
+    """
+
+    enabled: bool = False
+    history_db: Path = Path("/var/lib/pve-exporter/operations.sqlite")
+    tokens: list[ControlToken] = Field(default_factory=list)
+    max_operations: int = Field(default=100_000, ge=10, description="History rows kept (oldest dropped first)")
+    max_age_days: float = Field(default=90.0, gt=0, description="History rows older than this are dropped")
+    max_body_bytes: int = Field(default=16_384, ge=256, le=1 << 20)
+    default_timeout_seconds: float = Field(default=120.0, ge=1, le=3600)
+    auth_failure_limit: RateLimit = Field(default_factory=lambda: RateLimit(burst=10, per_minute=6))
+    power_limit: RateLimit = Field(default_factory=lambda: RateLimit(burst=20, per_minute=60))
+    max_bulk_concurrency: int = Field(default=8, ge=1, le=64)
+    task_poll_seconds: float = Field(default=1.0, gt=0, le=30, description="How often a PVE task is polled")
+    shutdown_grace_seconds: float = Field(
+        default=5.0, ge=0, le=120, description="On stop: how long running actions may finish before they are cut off"
+    )
+
+    @model_validator(mode="after")
+    def _tokens(self) -> ControlSettings:
+        names: set[str] = set()
+        digests: set[bytes] = set()
+        for i, t in enumerate(self.tokens):
+            if t.name in names:
+                raise ValueError(f"tokens: duplicate token name {t.name!r} (tokens[{i}])")
+            if t.digest() in digests:
+                raise ValueError(f"tokens: tokens[{i}] ({t.name}) has the same secret as an earlier token")
+            names.add(t.name)
+            digests.add(t.digest())
+        if self.enabled:
+            if not self.tokens:
+                raise ValueError("tokens: at least one token is required when control is enabled")
+            parent = self.history_db.expanduser().parent
+            if not parent.is_dir():
+                raise ValueError(f"history_db: directory not found: {parent}")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [s for t in self.tokens for s in t.secrets()]
+
+
 class Settings(BaseSettings):
     """The whole daemon configuration."""
 
@@ -271,6 +381,7 @@ class Settings(BaseSettings):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     influxdb: InfluxSettings | None = None
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -311,7 +422,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can mask them wherever they appear."""
-        return [c.secret() for c in self.clusters] + (self.influxdb.secrets() if self.influxdb else [])
+        influx = self.influxdb.secrets() if self.influxdb else []
+        return [c.secret() for c in self.clusters] + influx + self.control.secrets()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -335,7 +447,7 @@ def format_validation_error(exc: ValidationError) -> str:
         head = msg.split(": ", 1)[0]
         if head.startswith("clusters["):
             lines.append(msg)  # the validator already named the full key
-        elif key and re.fullmatch(r"[a-z_]+", head) and ": " in msg:
+        elif key and re.fullmatch(r"[a-z_][a-z0-9_]*", head) and ": " in msg:
             lines.append(f"{key}.{msg}")  # a model validator named a field of this object
         elif key:
             lines.append(f"{key}: {msg}")
@@ -375,4 +487,10 @@ def masked(settings: Settings) -> dict[str, Any]:
     for c in doc.get("clusters", []):
         if c.get("token_secret") is not None:
             c["token_secret"] = "********"
+    influx = doc.get("influxdb")
+    if influx:
+        influx["schema"] = influx.pop("schema_name", "pve")  # the YAML key
+        for key in ("token", "password"):
+            if influx.get(key) is not None:
+                influx[key] = "********"
     return doc

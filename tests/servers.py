@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -105,3 +106,127 @@ class Prometheus:
             self.proc.kill()
             self.proc.wait(timeout=5)
         self.log.close()
+
+
+def http_status(url: str, *, data: bytes | None = None, timeout: float = 5.0) -> int:
+    """Status of a GET (or POST with `data`); HTTP errors are statuses too, not exceptions."""
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+class _Restartable:
+    """A server process on 127.0.0.1 with a fixed port and data directory: stop() and start() again."""
+
+    binary: str
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.starts = 0
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        assert self.proc is None, f"{self.name} already running"
+        self.starts += 1
+        log = open(self.dir / f"{self.name}.{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()  # the child keeps its own descriptor
+        wait_until(self._ready_or_dead, timeout=30, interval=0.05, what=f"{self.name} ready")
+
+    def _ready_or_dead(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            logs = sorted(self.dir.glob(f"{self.name}.*.log"))
+            tail = logs[-1].read_text(errors="replace")[-2000:] if logs else ""
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {tail}")
+        return self.ready()
+
+    def stop(self) -> None:
+        """SIGTERM, wait for the exit (bounded), so the port and data directory can be reused."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"  # type: ignore[attr-defined]
+
+
+class VictoriaMetrics(_Restartable):
+    """VictoriaMetrics (Debian `victoria-metrics`) as an InfluxDB v2 write target; fresh rows visible at once."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.binary = require_binary("victoria-metrics", "victoria-metrics")
+        self.port = free_port()
+        self.start()
+
+    def argv(self) -> list[str]:
+        return [self.binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.dir / 'data'}",
+                "-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache"]  # fmt: skip
+
+    def ready(self) -> bool:
+        return http_get(f"{self.url}/health").strip() == b"OK"
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """Every series matching `match` with all its samples (after making fresh rows searchable)."""
+        assert http_status(f"{self.url}/internal/force_flush") == 200
+        q = urllib.parse.urlencode({"match[]": match})
+        body = http_get(f"{self.url}/api/v1/export?{q}", timeout=30)
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+class InfluxDB1(_Restartable):
+    """InfluxDB 1.x (Debian `influxdb`, 1.6.7 on bookworm) with its /write and InfluxQL /query."""
+
+    name = "influxd"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.binary = require_binary("influxd", "influxdb")
+        self.port = free_port()
+        rpc = free_port()
+        d = self.dir
+        (d / "influxdb.conf").write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
+            f'[meta]\n  dir = "{d / "meta"}"\n'
+            f'[data]\n  dir = "{d / "data"}"\n  wal-dir = "{d / "wal"}"\n  query-log-enabled = false\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+        )
+        self.start()
+
+    def argv(self) -> list[str]:
+        return [self.binary, "run", "-config", str(self.dir / "influxdb.conf")]
+
+    def ready(self) -> bool:
+        return http_status(f"{self.url}/ping") == 204
+
+    def query(self, q: str, db: str | None = None) -> dict[str, Any]:
+        params = {"q": q, "epoch": "s", **({"db": db} if db else {})}
+        data = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            doc = json.loads(resp.read())
+        for result in doc.get("results", []):
+            assert "error" not in result, result
+        return doc

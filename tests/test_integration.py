@@ -301,3 +301,20 @@ async def test_guest_agent_filesystems_opt_in():
     with_agent = {f"qemu/{g.vmid}" for g in lab.guests.values() if g.type == "qemu" and g.agent and g.running}
     assert with_agent and with_agent == ids(text, "pve_guest_filesystem_size_bytes")
     assert snap.results["agent"].ok
+
+
+async def test_failed_endpoint_is_probed_and_recovers():
+    """An endpoint that failed gets a /version probe a minute later, so its health can come back."""
+    port = free_port()
+    standby = f"http://127.0.0.1:{port}"
+    async with sim_daemon(extra_endpoints={"lab": [standby]}) as (daemon, sim, server):
+        await cycle(daemon)
+        assert own(daemon, "pve_exporter_endpoint_up", cluster="lab", endpoint=standby) == 0.0
+        # The standby comes up (the simulator's app on a second port), and a minute passes.
+        site = web.TCPSite(server._runners["lab"], "127.0.0.1", port)
+        await site.start()
+        daemon.clock.t += 61
+        await cycle(daemon)
+        up = own(daemon, "pve_exporter_endpoint_up", cluster="lab", endpoint=standby)
+        await site.stop()
+    assert up == 1.0

@@ -72,6 +72,9 @@ class FakeClient:
         self.in_flight = 0
         self.max_in_flight = 0
 
+    async def probe_down_endpoints(self, retry_after):
+        return None
+
     async def get(self, path, params=None, endpoint=None):
         self.calls.append(path)
         self.in_flight += 1

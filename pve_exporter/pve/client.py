@@ -157,8 +157,10 @@ class PveClient:
         """GET `path` (relative to /api2/json) and return the envelope's `data`."""
         return await self.request("GET", path, params=params, endpoint=endpoint)
 
-    async def post(self, path: str, data: dict[str, Any] | None = None) -> Any:
-        return await self.request("POST", path, data=data)
+    async def post(self, path: str, data: dict[str, Any] | None = None, *, failover: bool = True) -> Any:
+        """POST; `failover=False` for calls that must not run twice (power actions): another endpoint
+        is tried only when the connection could not even be opened, and any PVE answer is final."""
+        return await self.request("POST", path, data=data, failover=failover)
 
     async def request(
         self,
@@ -168,6 +170,7 @@ class PveClient:
         params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         endpoint: str | None = None,
+        failover: bool = True,
     ) -> Any:
         """Try the preferred endpoint first, then the others; remember the one that answered.
 
@@ -175,7 +178,9 @@ class PveClient:
         """
         node_scoped = bool(_NODE_PATH.match(path))
         if endpoint is not None:
-            order = [EndpointState(normalize_endpoint(endpoint))]
+            url = normalize_endpoint(endpoint)
+            # A configured endpoint keeps its own health record; a node's address gets a scratch one.
+            order = [next((e for e in self.endpoints if e.url == url), None) or EndpointState(url)]
         else:
             n = len(self.endpoints)
             order = [self.endpoints[(self._preferred + i) % n] for i in range(n)]
@@ -187,8 +192,11 @@ class PveClient:
                 last = exc
                 if isinstance(exc, PveTimeoutError | PveUnreachableError) and exc.status is None:
                     self._mark(ep, False, str(exc))  # transport failure: this endpoint is down
+                    if not failover and not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                        raise  # the request may have arrived: never send it twice
                     continue
-                if exc.status in _FAILOVER_STATUSES and not (node_scoped and exc.status in _PROXY_STATUSES):
+                relay_failure = node_scoped and exc.status in _PROXY_STATUSES
+                if failover and exc.status in _FAILOVER_STATUSES and not relay_failure:
                     self._mark(ep, False, str(exc))
                     continue
                 self._mark(ep, True, None)  # PVE answered: the endpoint works, the request does not
@@ -199,6 +207,18 @@ class PveClient:
             return result
         assert last is not None
         raise last
+
+    async def probe_down_endpoints(self, retry_after: float) -> None:
+        """Ask endpoints marked down (for `retry_after` s or more) for /version, so their health
+        recovers even while another endpoint is preferred and they get no real traffic."""
+        now = self._clock()
+        due = [e for e in self.endpoints if e.up is False and now - e.last_change >= retry_after]
+        for e in due:
+            e.last_change = now  # one probe per `retry_after`, whatever its outcome
+        results = await asyncio.gather(*(self.get("/version", endpoint=e.url) for e in due), return_exceptions=True)
+        for e, r in zip(due, results, strict=True):
+            if not isinstance(r, BaseException):
+                log.info("endpoint answers again", endpoint=e.url)
 
     def _mark(self, ep: EndpointState, up: bool, error: str | None) -> None:
         if ep.up != up:

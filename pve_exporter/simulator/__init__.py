@@ -10,6 +10,8 @@ the exporter's tests and benchmarks can run against something that fails the way
 
 from pve_exporter.simulator.app import make_app
 from pve_exporter.simulator.auth import (
+    AUDITOR_TOKEN_ID,
+    AUDITOR_TOKEN_SECRET,
     DEFAULT_PRIVILEGES,
     DEFAULT_TOKEN_ID,
     DEFAULT_TOKEN_SECRET,
@@ -27,6 +29,7 @@ from pve_exporter.simulator.model import (
     SimTask,
     Simulator,
 )
+from pve_exporter.simulator.power import PowerTimings
 from pve_exporter.simulator.server import SimulatorServer
 from pve_exporter.simulator.upid import Upid, format_upid, parse_upid
 from pve_exporter.simulator.versions import PveVersion
@@ -34,6 +37,8 @@ from pve_exporter.simulator.versions import PveVersion
 DEFAULT_AUTH_HEADER = f"PVEAPIToken={DEFAULT_TOKEN_ID}={DEFAULT_TOKEN_SECRET}"
 
 __all__ = [
+    "AUDITOR_TOKEN_ID",
+    "AUDITOR_TOKEN_SECRET",
     "DEFAULT_AUTH_HEADER",
     "DEFAULT_PRIVILEGES",
     "DEFAULT_TOKEN_ID",
@@ -43,6 +48,7 @@ __all__ = [
     "Caller",
     "Fault",
     "FaultError",
+    "PowerTimings",
     "PveVersion",
     "ReplicationJob",
     "SimCluster",

@@ -17,6 +17,9 @@ PVE_AUDITOR = frozenset({"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit
 DEFAULT_TOKEN_ID = "monitor@pve!exporter"
 DEFAULT_TOKEN_SECRET = "00000000-0000-4000-8000-000000000001"
 DEFAULT_PRIVILEGES = PVE_AUDITOR | {"VM.PowerMgmt"}
+# A second default token with PVEAuditor only: power actions with it get PVE's 403 (VM.PowerMgmt).
+AUDITOR_TOKEN_ID = "auditor@pve!ro"
+AUDITOR_TOKEN_SECRET = "00000000-0000-4000-8000-000000000002"
 
 TokenTable = Mapping[str, tuple[str, "frozenset[str] | set[str]"]]
 
@@ -25,7 +28,10 @@ _TOKEN_ID_RE = re.compile(r"^(\S+@\S+)!([A-Za-z][A-Za-z0-9.\-_]+)$")
 
 
 def default_tokens() -> dict[str, tuple[str, frozenset[str]]]:
-    return {DEFAULT_TOKEN_ID: (DEFAULT_TOKEN_SECRET, DEFAULT_PRIVILEGES)}
+    return {
+        DEFAULT_TOKEN_ID: (DEFAULT_TOKEN_SECRET, DEFAULT_PRIVILEGES),
+        AUDITOR_TOKEN_ID: (AUDITOR_TOKEN_SECRET, PVE_AUDITOR),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 
 from pve_exporter.simulator.auth import DEFAULT_PRIVILEGES, default_tokens
@@ -39,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-ip", default="127.0.0.1",
                         help="node IP in /cluster/status; '{n}' is the node number (default: %(default)s)")
     parser.add_argument("--ceph", action="store_true", help="answer /cluster/ceph/status")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM",
+                        help="serve HTTPS with this certificate (chain) file, like PVE's pveproxy")
+    parser.add_argument("--tls-key", default=None, metavar="PEM",
+                        help="private key of --tls-cert (default: read it from the --tls-cert file)")
 
 
 def build_from_args(args: argparse.Namespace) -> Simulator:
@@ -76,17 +81,32 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 if a port cannot be bound, 2 on bad args."""
     try:
         sim = build_from_args(args)
+        ssl_context = _ssl_context(args.tls_cert, args.tls_key)
     except ValueError as exc:
         print(f"pve-exporter simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(sim, args.host, args.port))
+        return asyncio.run(_serve(sim, args.host, args.port, ssl_context))
     except KeyboardInterrupt:  # signal handlers could not be installed (e.g. not the main thread)
         return 0
 
 
-async def _serve(sim: Simulator, host: str, port: int) -> int:
-    server = SimulatorServer(sim, host=host, base_port=port)
+def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server context from --tls-cert/--tls-key, or None (plain HTTP); ValueError if unusable."""
+    if cert is None:
+        if key is not None:
+            raise ValueError("--tls-key needs --tls-cert")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return ctx
+
+
+async def _serve(sim: Simulator, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+    server = SimulatorServer(sim, host=host, base_port=port, ssl_context=ssl_context)
     try:
         await server.start()
     except OSError as exc:

@@ -11,13 +11,16 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pve_exporter.simulator.auth import TokenTable, default_tokens
 from pve_exporter.simulator.faults import Fault, FaultError, FaultSet
 from pve_exporter.simulator.stats import RequestStats
 from pve_exporter.simulator.upid import Upid
 from pve_exporter.simulator.versions import PveVersion
+
+if TYPE_CHECKING:
+    from pve_exporter.simulator.power import PowerTimings
 
 Clock = Callable[[], float]
 MiB = 1024 * 1024
@@ -74,6 +77,7 @@ class SimGuest:
     onboot: bool = False
     backed_up: bool = True
     maxswap: int = 512 * MiB
+    ignores_acpi: bool = False  # a shutdown request is never answered: shutdown tasks run into their timeout
 
     @property
     def display_name(self) -> str:
@@ -297,6 +301,7 @@ class SimCluster:
         qdevice: bool | None = None,
         standalone: bool = False,
         clock: Clock | None = None,
+        power: PowerTimings | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -314,6 +319,9 @@ class SimCluster:
         self.standalone = standalone
         self.faults = FaultSet()
         self.stats = RequestStats()
+        from pve_exporter.simulator.power import PowerTimings  # power.py registers routes using this model
+
+        self.power = power if power is not None else PowerTimings()
         self._populate(clock or time.time)
 
     def _populate(self, clock: Clock) -> None:
@@ -328,6 +336,10 @@ class SimCluster:
         self.replication: list[ReplicationJob] = []
         self.config_version = 1
         self._pending: list[SimTask] = []  # tasks whose end has not been processed yet
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # (at, seq, callback): see schedule()
+        self._timer_seq = 0
+        self._advancing = False
+        self.power_locks: dict[int, SimTask] = {}  # vmid -> the power task holding the guest's config lock
         self.created_at = clock()
         populate(self, self.created_at)
 
@@ -485,19 +497,53 @@ class SimCluster:
             return None
         return next((t for t in reversed(n.tasks) if t.text == upid_text), None)
 
+    def schedule(self, at: float, callback: Callable[[], None]) -> None:
+        """Run `callback` once, lazily, on the first `advance` at or after `at` (HA's delayed LRM work)."""
+        self._timer_seq += 1
+        self._timers.append((at, self._timer_seq, callback))
+
     def advance(self, now: float | None = None) -> None:
-        """Run the `on_finish` hooks of tasks that have ended by `now`."""
+        """Run the `on_finish` hooks of tasks that have ended by `now`, and due `schedule` callbacks.
+
+        Earliest first; a hook may register further tasks or callbacks, which run in the same call
+        when they are due too (a clock jump over a whole HA start). Re-entrant calls return at once.
+        """
         now = self.now() if now is None else now
-        if not self._pending:
+        if self._advancing or (not self._pending and not self._timers):
             return
-        due = [t for t in self._pending if t.endtime is not None and now >= t.endtime]
-        if not due:
-            return
-        self._pending = [t for t in self._pending if not (t.endtime is not None and now >= t.endtime)]
-        for t in sorted(due, key=lambda t: t.endtime or 0.0):
-            t.finished = True
-            if t.on_finish is not None:
-                t.on_finish(t)
+        self._advancing = True
+        try:
+            while True:
+                due = [t for t in self._pending if t.endtime is not None and now >= t.endtime]
+                timers = [x for x in self._timers if x[0] <= now]
+                if not due and not timers:
+                    return
+                task = min(due, key=lambda t: t.endtime or 0.0) if due else None
+                timer = min(timers, key=lambda x: (x[0], x[1])) if timers else None
+                if task is not None and (timer is None or (task.endtime or 0.0) <= timer[0]):
+                    self._pending.remove(task)
+                    task.finished = True
+                    if task.on_finish is not None:
+                        task.on_finish(task)
+                elif timer is not None:
+                    self._timers.remove(timer)
+                    timer[2]()
+        finally:
+            self._advancing = False
+
+    # ---- guests -----------------------------------------------------------------------------
+    def move_guest(self, vmid: int, node: str) -> SimGuest:
+        """Migrate a guest to another node (its config moves; counters restart there)."""
+        g = self.guests[vmid]
+        target = self.nodes[node]
+        if g.node == node:
+            return g
+        self.nodes[g.node].guests.remove(g)
+        target.guests.append(g)
+        g.node = node
+        if g.running:
+            g.start(self.now(), target.alloc_pid())
+        return g
 
 
 class Simulator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 
 from aiohttp import web
@@ -13,8 +14,12 @@ from pve_exporter.simulator.model import Simulator
 class SimulatorServer:
     """Start and stop the HTTP side of a simulator, in-process (pytest) or from the CLI."""
 
-    def __init__(self, simulator: Simulator, *, host: str = "127.0.0.1", base_port: int = 0) -> None:
+    def __init__(
+        self, simulator: Simulator, *, host: str = "127.0.0.1", base_port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.simulator = simulator
+        self.ssl_context = ssl_context  # set: serve HTTPS (PVE's only scheme; clients like proxmoxer need it)
         self.host = host
         self.base_port = base_port
         self._runners: dict[str, web.AppRunner] = {}
@@ -22,9 +27,10 @@ class SimulatorServer:
 
     @property
     def urls(self) -> dict[str, str]:
-        """`{cluster_name: "http://host:port"}`; the API lives under `/api2/json`."""
+        """`{cluster_name: "http(s)://host:port"}`; the API lives under `/api2/json`."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return {name: f"http://{host}:{port}" for name, port in self.ports.items()}
+        scheme = "https" if self.ssl_context is not None else "http"
+        return {name: f"{scheme}://{host}:{port}" for name, port in self.ports.items()}
 
     async def start(self) -> None:
         try:
@@ -35,7 +41,7 @@ class SimulatorServer:
                 await runner.setup()
                 self._runners[name] = runner
                 port = self.base_port + i if self.base_port else 0
-                site = web.TCPSite(runner, self.host, port, reuse_address=True)
+                site = web.TCPSite(runner, self.host, port, reuse_address=True, ssl_context=self.ssl_context)
                 await site.start()
                 self.ports[name] = runner.addresses[0][1]
         except BaseException:

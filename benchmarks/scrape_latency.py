@@ -1,0 +1,176 @@
+"""`/metrics` latency under repeated scrapes at reference scale (target: p99 < 50 ms).
+
+    .venv/bin/python benchmarks/scrape_latency.py            # 20 clusters × 10 nodes × 100 guests, ~2 min
+
+The simulator (HTTPS, 20 ms per API call) and the daemon (15 s interval) run as two separate
+processes (benchmarks/simproc.py). The scrapes are made by curl (a C client, like Prometheus's Go
+one, so the client's own parsing cost stays out of the figure; bodies are not decompressed, so
+a gzip scrape is timed as the bytes Prometheus receives). Latency = curl's time_total (request
+sent to last byte); TTFB = time_starttransfer (how long the daemon took to start answering).
+After `/-/ready` (every cluster has a snapshot) it times, each without and with
+`Accept-Encoding: gzip` (Prometheus sends gzip):
+
+1. sequential: N back-to-back scrapes on one keep-alive connection (serving cost, mostly
+   between collection cycles, so mostly pre-rendered cache hits);
+2. concurrent: C connections scraping at once (several Prometheus servers / an HA pair);
+3. paced: one scrape every 0.5 s (alternating plain/gzip, a new connection each, never waiting
+   for the previous one) for three intervals, so the share of scrapes that lands while the 20
+   clusters collect (their cycles start together) or just after a snapshot changed (the joined
+   page and its gzip copy are rebuilt on the first scrape after a change) shows in p99/max, as
+   it would for a Prometheus scraping at a random moment.
+
+Prints p50/p90/p99/max per phase, body sizes, the series count, and whether p99 < 50 ms. If the
+target is missed (or with `--profile`), py-spy (`.venv/bin/pip install py-spy`, benchmarks only)
+then samples the daemon for two more intervals while the paced scrapes go on, and prints where
+its time goes (what the waiting scrapes were waiting behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import subprocess
+import time
+from pathlib import Path
+
+from simproc import DaemonProc, SimProc, machine, profile_summary, pyspy_record
+
+TARGET_P99_MS = 50.0
+CURL_FMT = "%{time_total} %{time_starttransfer} %{size_download} %{http_code}\\n"
+Sample = tuple[float, float, int]  # total ms, TTFB ms, bytes
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+def line(label: str, samples: list[Sample]) -> str:
+    ms = [t for t, _, _ in samples]
+    ttfb = [f for _, f, _ in samples]
+    slow = sum(1 for t in ms if t >= TARGET_P99_MS)
+    return (f"  {label:<26} n={len(ms):<4} p50 {pct(ms, .5):7.1f}  p90 {pct(ms, .9):7.1f}  p99 {pct(ms, .99):7.1f}  "
+            f"max {max(ms):7.1f} ms | TTFB p50 {pct(ttfb, .5):6.1f} p99 {pct(ttfb, .99):7.1f} ms | "
+            f">= 50 ms: {slow}")  # fmt: skip
+
+
+def parse_curl(out: str) -> list[Sample]:
+    samples = []
+    for row in out.strip().splitlines():
+        total, ttfb, size, code = row.split()
+        assert code == "200", row
+        samples.append((float(total) * 1e3, float(ttfb) * 1e3, int(size)))
+    return samples
+
+
+def curl_args(url: str, n: int, gz: bool) -> list[str]:
+    args = ["curl", "-s", "-S", "-w", CURL_FMT, "-H", f"Accept-Encoding: {'gzip' if gz else 'identity'}"]
+    for _ in range(n):
+        args += ["-o", "/dev/null", url]
+    return args
+
+
+def sequential(url: str, n: int, gz: bool) -> list[Sample]:
+    out = subprocess.run(curl_args(url, n, gz), capture_output=True, text=True, check=True).stdout
+    return parse_curl(out)
+
+
+def concurrent(url: str, clients: int, total: int, gz: bool) -> list[Sample]:
+    args = curl_args(url, total, gz)
+    args[1:1] = ["--parallel", "--parallel-immediate", "--parallel-max", str(clients)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return parse_curl(out)
+
+
+async def paced(url: str, seconds: float, rate: float) -> dict[bool, list[Sample]]:
+    got: dict[bool, list[Sample]] = {False: [], True: []}
+
+    async def one(gz: bool) -> None:
+        proc = await asyncio.create_subprocess_exec(*curl_args(url, 1, gz), stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        got[gz] += parse_curl(out.decode())
+
+    tasks = []
+    t_end = time.monotonic() + seconds
+    next_at = time.monotonic()
+    i = 0
+    while time.monotonic() < t_end:
+        tasks.append(asyncio.create_task(one(i % 2 == 1)))
+        i += 1
+        next_at += 1 / rate
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*tasks)
+    return got
+
+
+def run(a: argparse.Namespace, url: str) -> list[tuple[str, list[Sample]]]:
+    text = subprocess.run(["curl", "-s", "-H", "Accept-Encoding: identity", url],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    gz_size = sequential(url, 1, True)[0][2]
+    series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+    families = text.count("# TYPE ")
+    print(f"body: {len(text.encode()) / 1e6:.2f} MB plain, {gz_size / 1e6:.2f} MB gzip; "
+          f"{series} series in {families} families ({len(text.encode()) / series:.0f} bytes/series)")  # fmt: skip
+    results: list[tuple[str, list[Sample]]] = []
+
+    def show(label: str, samples: list[Sample]) -> None:
+        results.append((label, samples))
+        print(line(label, samples), flush=True)
+
+    for gz in (False, True):
+        show(f"sequential {'gzip' if gz else 'plain'}", sequential(url, a.sequential, gz))
+    for gz in (False, True):
+        samples = concurrent(url, a.concurrency, a.concurrency * a.per_client, gz)
+        show(f"{a.concurrency} concurrent {'gzip' if gz else 'plain'}", samples)
+    got = asyncio.run(paced(url, a.paced_seconds, a.paced_rate))
+    for gz in (False, True):
+        show(f"paced {a.paced_rate:g}/s {'gzip' if gz else 'plain'}", got[gz])
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clusters", type=int, default=20)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--guests-per-node", type=int, default=100)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--interval", type=float, default=15.0, help="daemon interval_seconds")
+    ap.add_argument("--sequential", type=int, default=300, help="back-to-back scrapes per encoding")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--per-client", type=int, default=50)
+    ap.add_argument("--paced-seconds", type=float, default=45.0, help="3 intervals, so cycles are included")
+    ap.add_argument("--paced-rate", type=float, default=2.0, help="scrapes per second in the paced phase")
+    ap.add_argument("--no-tls", action="store_true", help="plain HTTP between daemon and simulator")
+    ap.add_argument("--profile", action="store_true", help="profile with py-spy even if the target is met")
+    a = ap.parse_args()
+    guests = a.clusters * a.nodes * a.guests_per_node
+    print("scrape_latency:", machine())
+    print(f"scale: {a.clusters} clusters × {a.nodes} nodes × {a.guests_per_node} guests = {guests} guests; "
+          f"API latency {a.latency_ms:g} ms, {'HTTP' if a.no_tls else 'HTTPS'}; interval {a.interval:g} s")  # fmt: skip
+    with SimProc(a.clusters, a.nodes, a.guests_per_node, latency_ms=a.latency_ms, tls=not a.no_tls) as sim:
+        t = time.monotonic()
+        with DaemonProc(sim.urls, interval=a.interval) as daemon:
+            print(f"simulator pid {sim.pid}, daemon pid {daemon.pid}; ready (every cluster has a snapshot) "
+                  f"after {time.monotonic() - t:.1f} s")  # fmt: skip
+            results = run(a, f"{daemon.url}/metrics")
+            worst = max(pct([t for t, _, _ in samples], 0.99) for _, samples in results)
+            verdict = "MET" if worst < TARGET_P99_MS else "MISSED"
+            print(f"target p99 < {TARGET_P99_MS:g} ms: {verdict} (worst phase p99 {worst:.2f} ms)")
+            if a.profile or verdict == "MISSED":
+                secs = 2 * a.interval
+                print(f"profile: py-spy on the daemon for {secs:g} s while paced scrapes go on:", flush=True)
+
+                async def both() -> Path | None:
+                    out = daemon.workdir / "profile.txt"
+                    spy = asyncio.create_task(asyncio.to_thread(pyspy_record, daemon.pid, secs, out))
+                    await paced(f"{daemon.url}/metrics", secs, a.paced_rate)
+                    return await spy
+
+                raw = asyncio.run(both())
+                if raw is not None:
+                    print(profile_summary(raw))
+
+
+if __name__ == "__main__":
+    main()

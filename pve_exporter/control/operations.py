@@ -1,0 +1,444 @@
+"""The operation history: one SQLite database (WAL) written by a single worker thread.
+
+Every power action is a row, inserted before PVE is called and updated as it progresses, so
+a crash leaves a `pending` or `running` row behind; on the next start the runner re-checks
+those by UPID (see `actions.ActionRunner.recover`). Bulk actions add a `batches` row. All
+database work runs in one thread (`ThreadPoolExecutor(max_workers=1)`): one writer, no locks
+in Python, the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+log = structlog.get_logger("pve_exporter.control.operations")
+
+STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled", "interrupted")
+ACTIVE = frozenset({"pending", "running"})
+TERMINAL = frozenset(STATUSES) - ACTIVE
+ACTIONS = ("start", "stop", "restart")
+RESOURCE_TYPES = ("qemu", "lxc")
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+# The API fields of an operation, in the order of design §2.5.
+API_FIELDS = (
+    "id", "requested_at", "started_at", "finished_at", "duration_seconds", "cluster", "node", "resource_type",
+    "resource_id", "resource_name", "operation", "force", "status", "user", "client_ip", "upid", "error_message",
+    "batch_id",
+)  # fmt: skip
+_TIME_FIELDS = ("requested_at", "started_at", "finished_at")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> float:
+    """A Unix timestamp (`1767225600`) or an ISO 8601 time (`2026-01-01T00:00:00Z`); naive = UTC."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a Unix timestamp or ISO 8601 time: {value!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One power action on one guest, as stored and as answered (see `as_api`)."""
+
+    id: str
+    requested_at: float
+    cluster: str
+    resource_id: int
+    operation: str
+    force: bool
+    user: str
+    status: str = "pending"
+    started_at: float | None = None
+    finished_at: float | None = None
+    node: str | None = None
+    resource_type: str | None = None
+    resource_name: str | None = None
+    client_ip: str | None = None
+    upid: str | None = None
+    error_message: str | None = None
+    batch_id: str | None = None
+    # not part of the API answer:
+    timeout_seconds: float = 120.0
+    idempotency_key: str | None = None
+    step: int = 0  # index of the PVE call being followed (lxc forced restart has two)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return round(max(0.0, self.finished_at - self.started_at), 3)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def as_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in API_FIELDS:
+            value = getattr(self, name)
+            out[name] = iso(value) if name in _TIME_FIELDS else value
+        return out
+
+
+_COLUMNS = tuple(f.name for f in fields(Operation))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    requested_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    cluster TEXT NOT NULL,
+    node TEXT,
+    resource_type TEXT,
+    resource_id INTEGER NOT NULL,
+    resource_name TEXT,
+    operation TEXT NOT NULL,
+    force INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    user TEXT NOT NULL,
+    client_ip TEXT,
+    upid TEXT,
+    error_message TEXT,
+    batch_id TEXT,
+    timeout_seconds REAL NOT NULL,
+    idempotency_key TEXT,
+    step INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS operations_requested ON operations (requested_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS operations_guest ON operations (cluster, resource_id);
+CREATE INDEX IF NOT EXISTS operations_status ON operations (status);
+CREATE INDEX IF NOT EXISTS operations_batch ON operations (batch_id);
+CREATE UNIQUE INDEX IF NOT EXISTS operations_idempotency ON operations (user, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    requested_at REAL NOT NULL,
+    user TEXT NOT NULL,
+    client_ip TEXT,
+    action TEXT NOT NULL,
+    force INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    timeout_seconds REAL NOT NULL,
+    selector TEXT NOT NULL,
+    skipped TEXT NOT NULL,
+    cancelled_at REAL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A bulk action: what was asked, what was skipped and why; its operations carry `batch_id`."""
+
+    id: str
+    requested_at: float
+    user: str
+    client_ip: str | None
+    action: str
+    force: bool
+    concurrency: int
+    timeout_seconds: float
+    selector: dict[str, Any]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    cancelled_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFilter:
+    cluster: tuple[str, ...] = ()
+    node: tuple[str, ...] = ()
+    resource_type: tuple[str, ...] = ()
+    resource_id: tuple[int, ...] = ()
+    operation: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
+    user: tuple[str, ...] = ()
+    batch_id: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for name in ("cluster", "node", "resource_type", "resource_id", "operation", "status", "user", "batch_id"):
+            values = getattr(self, name)
+            if values:
+                clauses.append(f"{name} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if self.since is not None:
+            clauses.append("requested_at >= ?")
+            args.append(self.since)
+        if self.until is not None:
+            clauses.append("requested_at <= ?")
+            args.append(self.until)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+class HistoryError(Exception):
+    """The history database cannot be opened or written."""
+
+
+class OperationStore:
+    """Async facade over the SQLite file; every call runs in the store's single worker thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_operations: int = 100_000,
+        max_age_days: float = 90.0,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.max_operations = max_operations
+        self.max_age_seconds = max_age_days * 86_400
+        self.clock = clock
+        self._pool: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-db")
+        try:
+            await self._run(self._open_sync)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise HistoryError(f"cannot open the operation history {self.path}: {exc}") from exc
+        log.info("operation history opened", path=str(self.path))
+
+    def _open_sync(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"journal_mode stays {mode!r}; WAL is required")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise sqlite3.OperationalError(f"written by a newer pve_exporter (schema {row[0]} > {SCHEMA_VERSION})")
+        self._db = db
+        self._prune_sync()
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(pool, db.close)
+        pool.shutdown(wait=True)
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None and self._db is not None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            raise HistoryError("the operation history is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise HistoryError("the operation history is closed")
+        return self._db
+
+    # ---- operations -----------------------------------------------------------------------------
+    async def insert(self, op: Operation) -> None:
+        await self._run(self._insert_sync, [op])
+
+    async def insert_many(self, ops: Iterable[Operation]) -> None:
+        await self._run(self._insert_sync, list(ops))
+
+    def _insert_sync(self, ops: list[Operation]) -> None:
+        db = self._conn()
+        cols = ",".join(_COLUMNS)
+        marks = ",".join("?" * len(_COLUMNS))
+        with db:
+            db.execute("BEGIN")
+            db.executemany(f"INSERT INTO operations ({cols}) VALUES ({marks})", [_row(op) for op in ops])
+        self._prune_sync()
+
+    async def save(self, op: Operation) -> None:
+        """Write every field of `op` (matched by id)."""
+        await self._run(self._save_sync, op)
+
+    def _save_sync(self, op: Operation) -> None:
+        sets = ",".join(f"{c}=?" for c in _COLUMNS if c != "id")
+        values = [v for c, v in zip(_COLUMNS, _row(op), strict=True) if c != "id"]
+        self._conn().execute(f"UPDATE operations SET {sets} WHERE id=?", [*values, op.id])
+
+    async def get(self, op_id: str) -> Operation | None:
+        return await self._run(self._get_sync, op_id)
+
+    def _get_sync(self, op_id: str) -> Operation | None:
+        row = self._conn().execute("SELECT * FROM operations WHERE id=?", (op_id,)).fetchone()
+        return _op(row) if row else None
+
+    async def by_idempotency_key(self, user: str, key: str) -> Operation | None:
+        return await self._run(self._by_key_sync, user, key)
+
+    def _by_key_sync(self, user: str, key: str) -> Operation | None:
+        row = self._conn().execute(
+            "SELECT * FROM operations WHERE user=? AND idempotency_key=?", (user, key)
+        ).fetchone()
+        return _op(row) if row else None
+
+    async def query(self, flt: OperationFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[Operation], int]:
+        """Newest first; returns (page, total matching rows)."""
+        return await self._run(self._query_sync, flt, limit, offset)
+
+    def _query_sync(self, flt: OperationFilter, limit: int, offset: int) -> tuple[list[Operation], int]:
+        where, args = flt.where()
+        db = self._conn()
+        total = db.execute(f"SELECT COUNT(*) FROM operations{where}", args).fetchone()[0]
+        rows = db.execute(
+            f"SELECT * FROM operations{where} ORDER BY requested_at DESC, seq DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        return [_op(r) for r in rows], int(total)
+
+    async def unfinished(self) -> list[Operation]:
+        """Rows left `pending` or `running` (by a crash, or by a stop that cut actions off)."""
+        ops, _ = await self.query(OperationFilter(status=tuple(sorted(ACTIVE))), limit=1_000_000)
+        return list(reversed(ops))
+
+    # ---- batches --------------------------------------------------------------------------------
+    async def insert_batch(self, batch: Batch, ops: Iterable[Operation]) -> None:
+        await self._run(self._insert_batch_sync, batch, list(ops))
+
+    def _insert_batch_sync(self, batch: Batch, ops: list[Operation]) -> None:
+        db = self._conn()
+        cols = ",".join(_COLUMNS)
+        marks = ",".join("?" * len(_COLUMNS))
+        with db:
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT INTO batches (id, requested_at, user, client_ip, action, force, concurrency, timeout_seconds,"
+                " selector, skipped, cancelled_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (batch.id, batch.requested_at, batch.user, batch.client_ip, batch.action, int(batch.force),
+                 batch.concurrency, batch.timeout_seconds, json.dumps(batch.selector), json.dumps(batch.skipped),
+                 batch.cancelled_at),
+            )  # fmt: skip
+            db.executemany(f"INSERT INTO operations ({cols}) VALUES ({marks})", [_row(op) for op in ops])
+        self._prune_sync()
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return await self._run(self._get_batch_sync, batch_id)
+
+    def _get_batch_sync(self, batch_id: str) -> Batch | None:
+        row = self._conn().execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
+        if row is None:
+            return None
+        return Batch(
+            id=row["id"], requested_at=row["requested_at"], user=row["user"], client_ip=row["client_ip"],
+            action=row["action"], force=bool(row["force"]), concurrency=row["concurrency"],
+            timeout_seconds=row["timeout_seconds"], selector=json.loads(row["selector"]),
+            skipped=json.loads(row["skipped"]), cancelled_at=row["cancelled_at"],
+        )  # fmt: skip
+
+    async def cancel_operations(self, batch_id: str, op_ids: Iterable[str], at: float) -> list[Operation]:
+        """Mark the batch cancelled and the given (still pending) operations `cancelled`; returns those."""
+        return await self._run(self._cancel_sync, batch_id, list(op_ids), at)
+
+    def _cancel_sync(self, batch_id: str, op_ids: list[str], at: float) -> list[Operation]:
+        db = self._conn()
+        out: list[Operation] = []
+        with db:
+            db.execute("BEGIN")
+            db.execute("UPDATE batches SET cancelled_at=COALESCE(cancelled_at, ?) WHERE id=?", (at, batch_id))
+            for op_id in op_ids:
+                row = db.execute(
+                    "SELECT * FROM operations WHERE id=? AND batch_id=? AND status='pending'", (op_id, batch_id)
+                ).fetchone()
+                if row is None:
+                    continue
+                db.execute(
+                    "UPDATE operations SET status='cancelled', finished_at=?, started_at=?, error_message=? "
+                    "WHERE id=?",
+                    (at, at, "cancelled before it started (DELETE /api/v1/actions/{batch_id})", op_id),
+                )
+                out.append(_op(row))
+        return out
+
+    # ---- retention ------------------------------------------------------------------------------
+    async def prune(self) -> int:
+        return await self._run(self._prune_sync)
+
+    def _prune_sync(self) -> int:
+        """Drop finished rows older than max_age, then the oldest finished rows beyond max_operations."""
+        db = self._conn()
+        cutoff = self.clock() - self.max_age_seconds
+        placeholders = ",".join("?" * len(ACTIVE))
+        active = sorted(ACTIVE)
+        with db:
+            db.execute("BEGIN")
+            n = db.execute(
+                f"DELETE FROM operations WHERE requested_at < ? AND status NOT IN ({placeholders})",
+                [cutoff, *active],
+            ).rowcount
+            n += db.execute(
+                f"DELETE FROM operations WHERE seq IN (SELECT seq FROM operations WHERE status NOT IN ({placeholders})"
+                " ORDER BY requested_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                [*active, self.max_operations],
+            ).rowcount
+            db.execute(
+                "DELETE FROM batches WHERE requested_at < ? AND id NOT IN "
+                "(SELECT DISTINCT batch_id FROM operations WHERE batch_id IS NOT NULL)",
+                (cutoff,),
+            )
+        if n:
+            log.debug("operation history pruned", removed=n)
+        return n
+
+
+def _row(op: Operation) -> list[Any]:
+    d = asdict(op)
+    d["force"] = int(op.force)
+    return [d[c] for c in _COLUMNS]
+
+
+def _op(row: Mapping[str, Any] | sqlite3.Row) -> Operation:
+    kw = {c: row[c] for c in _COLUMNS}
+    kw["force"] = bool(kw["force"])
+    return Operation(**kw)
+
+
+def evolve(op: Operation, **changes: Any) -> Operation:
+    return replace(op, **changes)
