@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.simharness import cycle, sim_daemon  # noqa: E402
+from tests.simharness import cycle, sim_daemon
 
 PPE = set((Path(__file__).resolve().parent.parent / "tests" / "ppe_metric_names.txt").read_text().split())
 
@@ -25,7 +25,7 @@ async def main() -> None:
     print("| metric | type | labels (besides `cluster`) | source | meaning |")
     print("|---|---|---|---|---|")
     for name in sorted(fams):
-        f, data = fams[name]
+        f, _data = fams[name]
         labels = ", ".join(f"`{lb}`" for lb in f.labels if lb != "cluster") or "–"
         origin = "PPE" if name in PPE else ("self" if name.startswith("pve_exporter_") else "new")
         print(f"| `{name}` | {f.kind} | {labels} | {origin} | {f.help.replace('|', '/')} |")
