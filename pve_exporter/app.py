@@ -85,6 +85,7 @@ class Daemon:
             guest_agent_max_per_cycle=c.guest_agent_max_per_cycle,
             guest_agent_refresh_seconds=c.guest_agent_refresh_seconds,
             node_storage_details=self.settings.influxdb is not None,  # feeds the InfluxDB storage points
+            qemu_full_status=c.qemu_full_status or self.settings.influxdb is not None,
         )
 
     def _build(self, cfg: ClusterSettings) -> ClusterRuntime:
@@ -114,8 +115,9 @@ class Daemon:
             port=first.port or 8006,
         )
         poller = Poller(
-            cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock, routing=routing
-        )
+            cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock, routing=routing,
+            keep_raw=self.settings.influxdb is not None,
+        )  # fmt: skip
         return ClusterRuntime(cfg, client, poller)
 
     def _start_one(self, cfg: ClusterSettings) -> None:

@@ -125,8 +125,10 @@ class Poller:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         routing: NodeRouting | None = None,
+        keep_raw: bool = False,
     ) -> None:
         self.cluster = cluster
+        self.keep_raw = keep_raw  # the InfluxDB output reads raw payloads from the snapshot
         self.routing = routing or NodeRouting()
         self._direct_down: dict[str, float] = {}  # node → until when its own address is not tried
         self.client = client
@@ -318,6 +320,8 @@ class Poller:
                     ended = max(ended, out.ended)
                     if c.api_errors_are_data and isinstance(out.error, PveApiError):
                         out = _Outcome(ApiFailure(out.error.status, out.error.message), None, out.started, out.ended)
+                    elif out.error is None and c.slim is not None and not (c.slim_unless_raw and self.keep_raw):
+                        out.data = c.slim(out.data)
                     stale |= self._keep(cache, r.key, out, now, self._max_age(c))
                     if out.error is not None:
                         errors.append(out.error)

@@ -148,6 +148,11 @@ class CollectSettings(Strict):
     )
     config_max_per_cycle: int = Field(default=50, ge=0)
     config_refresh_seconds: float = Field(default=3600, ge=60)
+    qemu_full_status: bool = Field(
+        default=False,
+        description="Ask /nodes/<n>/qemu in full mode (balloon, per-NIC and per-disk QMP stats; costs PVE a "
+        "QMP round trip per VM). Always on when the InfluxDB output is configured",
+    )
     guest_agent_filesystems: bool = Field(
         default=False,
         description="Ask the QEMU guest agent of running VMs for filesystem usage (opt-in; needs "

@@ -26,6 +26,7 @@ def build_collectors(
     config_max_per_cycle: int = 50,
     config_refresh_seconds: float = 3600.0,
     node_storage_details: bool = False,  # /nodes/{n}/storage: on when the InfluxDB output is configured
+    qemu_full_status: bool = False,  # full-mode QEMU lists: balloon metrics, and what InfluxDB writes
     guest_agent: bool = False,
     guest_agent_max_per_cycle: int = 20,
     guest_agent_refresh_seconds: float = 300.0,
@@ -43,7 +44,7 @@ def build_collectors(
         cluster_extra.QDEVICE_COLLECTOR,
         node_status.COLLECTOR,
         node_pressure.COLLECTOR,
-        guests.COLLECTOR,
+        guests.make_collector(full=qemu_full_status),
         node_extra.REPLICATION_COLLECTOR,
         node_extra.SUBSCRIPTION_COLLECTOR,
         tasks.COLLECTOR,

@@ -68,6 +68,13 @@ def parse_backups(resources: Any, listings: list[Any]) -> list[Family]:
     return build_all((last, count))
 
 
+def slim_volumes(volumes: Any) -> Any:
+    if not isinstance(volumes, list):
+        return volumes
+    keep = ("vmid", "ctime", "subtype", "content")
+    return [{k: v[k] for k in keep if k in v} for v in volumes if isinstance(v, Mapping)]
+
+
 def _plan(shared: Shared, cache: CacheView) -> list[Request]:
     return plan_backup_listings(shared)
 
@@ -77,4 +84,4 @@ def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
     return parse_backups(shared.resources, listings)
 
 
-COLLECTOR = Collector("backups", "slow", _plan, _parse, needs_resources=True)
+COLLECTOR = Collector("backups", "slow", _plan, _parse, needs_resources=True, slim=slim_volumes)

@@ -123,6 +123,10 @@ class Collector:
     # (kept as an ApiFailure payload), not a failure of the collector.
     api_errors_are_data: bool = False
     min_interval: float = 0.0  # run at most this often, e.g. for data PVE itself keeps per minute
+    # Cached payloads are trimmed to what `parse` reads (memory: 20 000 guest configs add up),
+    # except, with `slim_unless_raw`, when the InfluxDB output needs the raw answers.
+    slim: Callable[[Any], Any] | None = None
+    slim_unless_raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)

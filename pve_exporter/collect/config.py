@@ -62,6 +62,16 @@ def parse_onboot(resources: Any, payloads: Mapping[str, Any]) -> list[Family]:
     return build_all((onboot,))
 
 
+CONFIG_KEYS = ("onboot", "agent", "startup")
+
+
+def slim_config(cfg: Any) -> Any:
+    """A guest config has dozens of keys; the collectors (onboot, guest agent) read these few."""
+    if not isinstance(cfg, Mapping):
+        return cfg
+    return {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
+
+
 def make_collector(max_per_cycle: int = 50, refresh_seconds: float = 3600.0) -> Collector:
     def plan(shared: Shared, cache: CacheView) -> list[Request]:
         return plan_configs(shared, cache, max_per_cycle=max_per_cycle, refresh_seconds=refresh_seconds)
@@ -70,5 +80,6 @@ def make_collector(max_per_cycle: int = 50, refresh_seconds: float = 3600.0) -> 
         return parse_onboot(shared.resources, payloads)
 
     return Collector(
-        "config", "fast", plan, parse, needs_resources=True, max_age=refresh_seconds * 3, keep_unplanned=True
-    )
+        "config", "fast", plan, parse, needs_resources=True, max_age=refresh_seconds * 3, keep_unplanned=True,
+        slim=slim_config,
+    )  # fmt: skip

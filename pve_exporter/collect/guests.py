@@ -6,7 +6,8 @@
 
 These lists are live (unlike /cluster/resources, which lags ~10 s) and carry what the resources
 view lacks: PSI pressure (PVE 9; strings for LXC), swap for containers, and for QEMU in full mode
-the per-NIC, per-disk and balloon data that the InfluxDB output needs. O(nodes), never O(guests).
+the per-NIC, per-disk and balloon data that the InfluxDB output needs (full mode is asked only
+when that output is configured; `pve_guest_balloon_actual_bytes` needs it). O(nodes), never O(guests).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def parse_guest_lists(qemu: list[tuple[str, Any]], lxc: list[tuple[str, Any]]) -
     memhost = FamilyBuilder(
         "pve_guest_memory_host_bytes", g, "Memory of the VM as the host sees it (PVE 9 memhost)", ("id",)
     )
-    balloon = FamilyBuilder("pve_guest_balloon_actual_bytes", g, "Current balloon size of the VM", ("id",))
+    balloon = FamilyBuilder(
+        "pve_guest_balloon_actual_bytes", g,
+        "Current balloon size of the VM (full-mode lists: collect.qemu_full_status or the InfluxDB output)", ("id",),
+    )  # fmt: skip
     for kind, lists in (("qemu", qemu), ("lxc", lxc)):
         for _node, rows in lists:
             if not isinstance(rows, list):
@@ -63,16 +67,35 @@ def parse_guest_lists(qemu: list[tuple[str, Any]], lxc: list[tuple[str, Any]]) -
     return build_all([*psi.values(), swap_size, swap_used, memhost, balloon])
 
 
-def _plan(shared: Shared, cache: CacheView) -> list[Request]:
+_KEEP = ("vmid", "status", "memhost", "swap", "maxswap", *(field for field, _ in PRESSURES))
+
+
+def slim_guests(rows: Any) -> Any:
+    """Full-mode QEMU rows carry per-disk and per-NIC QMP stats: keep only what the parser reads."""
+    if not isinstance(rows, list):
+        return rows
     out = []
-    for n in shared.online_nodes():
-        out.append(Request(f"/nodes/{n}/qemu", (("full", "1"),), node=n))
-        out.append(Request(f"/nodes/{n}/lxc", node=n))
+    for r in rows:
+        if isinstance(r, Mapping):
+            d = {k: r[k] for k in _KEEP if k in r}
+            info = r.get("ballooninfo")
+            if isinstance(info, Mapping) and "actual" in info:
+                d["ballooninfo"] = {"actual": info["actual"]}
+            out.append(d)
     return out
 
 
-def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
-    return parse_guest_lists(node_payloads(payloads, "qemu"), node_payloads(payloads, "lxc"))
+def make_collector(full: bool = False) -> Collector:
+    """`full` asks QEMU lists in full mode (balloon, NICs, disks): what the InfluxDB output writes."""
 
+    def plan(shared: Shared, cache: CacheView) -> list[Request]:
+        out = []
+        for n in shared.online_nodes():
+            out.append(Request(f"/nodes/{n}/qemu", (("full", "1"),) if full else (), node=n))
+            out.append(Request(f"/nodes/{n}/lxc", node=n))
+        return out
 
-COLLECTOR = Collector("guests", "fast", _plan, _parse)
+    def parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
+        return parse_guest_lists(node_payloads(payloads, "qemu"), node_payloads(payloads, "lxc"))
+
+    return Collector("guests", "fast", plan, parse, slim=slim_guests, slim_unless_raw=True)

@@ -40,6 +40,17 @@ def parse_node_pressure(per_node: list[tuple[str, Any]]) -> list[Family]:
     return build_all(b.values())
 
 
+def slim_rrd(rows: Any) -> Any:
+    """Keep one synthetic bucket: the newest value of each PSI source (an hour of rows is ~60)."""
+    if not isinstance(rows, list):
+        return rows
+    newest: dict[str, Any] = {}
+    for r in rows:
+        if isinstance(r, Mapping):
+            newest.update({f: r[f] for f, _ in SOURCES if f in r})
+    return [newest]
+
+
 def _plan(shared: Shared, cache: CacheView) -> list[Request]:
     return [
         Request(f"/nodes/{n}/rrddata", (("timeframe", "hour"), ("cf", "AVERAGE")), node=n)
@@ -51,4 +62,4 @@ def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
     return parse_node_pressure(node_payloads(payloads, "rrddata"))
 
 
-COLLECTOR = Collector("node_pressure", "fast", _plan, _parse, min_interval=60.0)
+COLLECTOR = Collector("node_pressure", "fast", _plan, _parse, min_interval=60.0, slim=slim_rrd)

@@ -64,6 +64,13 @@ def parse_tasks(rows: Any) -> list[Family]:
     return build_all((failed, running, last_failed))
 
 
+def slim_tasks(rows: Any) -> Any:
+    if not isinstance(rows, list):
+        return rows
+    keep = ("node", "type", "status", "endtime")
+    return [{k: r[k] for k in keep if k in r} for r in rows if isinstance(r, Mapping)]
+
+
 def _plan(shared: Shared, cache: CacheView) -> list[Request]:
     return [TASKS]
 
@@ -72,4 +79,4 @@ def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
     return parse_tasks(payloads.get(TASKS.key))
 
 
-COLLECTOR = Collector("tasks", "fast", _plan, _parse)
+COLLECTOR = Collector("tasks", "fast", _plan, _parse, slim=slim_tasks)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import structlog
 
 from pve_exporter.pve.errors import (
@@ -141,7 +142,7 @@ class PveClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_concurrency * 2, ssl=self._ssl),
+                connector=aiohttp.TCPConnector(limit=self._max_concurrency, ssl=self._ssl),
                 headers={"Authorization": self._auth, "Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 raise_for_status=False,
@@ -265,11 +266,19 @@ def _safe(exc: BaseException) -> str:
     return str(exc)[:300]
 
 
+def _loads(body: bytes) -> Any:
+    """orjson decodes PVE's big lists about twice as fast; the stdlib takes what it refuses."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 def _decode(status: int, reason: str, body: bytes, *, path: str, endpoint: str) -> Any:
     """Unwrap `{"data": ...}` or turn the error answer into a typed PveError."""
     if status == 200:
         try:
-            doc = json.loads(body)
+            doc = _loads(body)
         except ValueError as exc:
             raise PveProtocolError("answer is not JSON", status=status, path=path, endpoint=endpoint) from exc
         if not isinstance(doc, dict) or "data" not in doc:
