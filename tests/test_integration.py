@@ -307,7 +307,7 @@ async def test_failed_endpoint_is_probed_and_recovers():
     """An endpoint that failed gets a /version probe a minute later, so its health can come back."""
     port = free_port()
     standby = f"http://127.0.0.1:{port}"
-    async with sim_daemon(extra_endpoints={"lab": [standby]}) as (daemon, sim, server):
+    async with sim_daemon(extra_endpoints={"lab": [standby]}) as (daemon, _sim, server):
         await cycle(daemon)
         assert own(daemon, "pve_exporter_endpoint_up", cluster="lab", endpoint=standby) == 0.0
         # The standby comes up (the simulator's app on a second port), and a minute passes.
