@@ -154,8 +154,11 @@ class Poller:
         """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
         self._trigger.set()
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, phase: float = 0.0) -> None:
+        """Cycle every interval. The first cycle runs at once (a full set of series at start-up);
+        later ones are shifted by `phase` so many clusters do not all parse at the same moment."""
         next_at = self._clock()
+        first = True
         while True:
             delay = next_at - self._clock()
             if delay > 0 and not self._trigger.is_set():
@@ -168,7 +171,8 @@ class Poller:
             except Exception:  # a bug must not stop the cluster's polling for good
                 self._log.exception("cycle crashed")
             now = self._clock()
-            next_at += self.timing.interval
+            next_at += self.timing.interval + (phase if first else 0.0)
+            first = False
             if next_at <= now:
                 missed = int((now - next_at) // self.timing.interval) + 1
                 self.stats.overruns[self.cluster] += missed

@@ -53,16 +53,19 @@ def test_round_trip_through_prometheus_parser():
     assert s.labels["cluster"] == "prod"
 
 
-def test_families_grouped_across_clusters_and_cached():
+async def test_families_grouped_across_clusters_and_gzip_cached():
     e = Exposition()
     e.update(snap("a", [UP, NET]))
     e.update(snap("b", [UP]))
     body = e.body(["a", "b"]).decode()
     assert body.count("# TYPE pve_up gauge") == 1
     assert 'pve_up{cluster="a",id="node/pve1"}' in body and 'pve_up{cluster="b",id="node/pve1"}' in body
-    assert e.body(["a", "b"]) is e.body(["a", "b"])  # served from cache until a snapshot changes
+    gz = await e.gzipped(["a", "b"])
+    assert gzip.decompress(gz) == e.body(["a", "b"])
+    assert await e.gzipped(["b", "a"]) is gz  # compressed once per snapshot versions
     assert gzip.decompress(e.body(["a", "b"], gzipped=True)) == e.body(["a", "b"])
     only_b = e.body(["b"]).decode()
     assert 'cluster="a"' not in only_b
     e.update(snap("b", [], seq=2))
     assert 'cluster="b"' not in e.body(["a", "b"]).decode()
+    assert 'cluster="b"' not in gzip.decompress(await e.gzipped(["a", "b"])).decode()

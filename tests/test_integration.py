@@ -196,7 +196,8 @@ async def test_http_routes_and_targets():
             doc = await r.json()
             assert r.status == 400 and doc["error_code"] == "UNKNOWN_CLUSTER" and doc["success"] is False
             assert set(doc) >= {"error", "details", "recovery_suggestions", "request_id", "timestamp"}
-            for target in ("lab", "127.0.0.1"):
+            lab_hostport = daemon.clusters["lab"].cfg.endpoints[0].split("//", 1)[1]
+            for target in ("lab", "127.0.0.1", lab_hostport):
                 r = await client.get(f"/pve?target={target}&cluster=1&node=1")
                 assert r.status == 200, target
             r = await client.get("/pve?target=evil.example.com")

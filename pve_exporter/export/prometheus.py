@@ -7,8 +7,9 @@ label first; no sample carries a timestamp.
 
 from __future__ import annotations
 
-import gzip
+import asyncio
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 
 from pve_exporter.collect.base import Family
@@ -88,48 +89,92 @@ class RenderedCluster:
 
 
 class Exposition:
-    """Holds the rendered clusters and the joined (and gzipped) page for each cluster selection."""
+    """Holds the rendered clusters; joins them per request and keeps gzip copies per selection.
+
+    The plain page is joined per scrape (~2 ms for 35 MB at reference scale) rather than kept, so
+    the text is held once. The gzip copy (what Prometheus asks for) is made off the event loop in
+    a worker thread, once per snapshot change, and built ahead of the next scrape for all clusters.
+    """
+
+    GZIP_LEVEL = 1  # 3x faster than level 5 for ~20 % more bytes; Prometheus pays neither noticeably
+    MAX_GZIP_ENTRIES = 16  # distinct ?cluster= selections kept compressed
 
     def __init__(self) -> None:
         self._clusters: dict[str, RenderedCluster] = {}
-        self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], bytes, bytes | None]] = {}
+        self._gz: dict[tuple[str, ...], tuple[tuple[int, ...], asyncio.Future[bytes] | bytes]] = {}
+        self._prewarm: asyncio.Handle | None = None
 
     def update(self, snap: Snapshot) -> None:
         """Snapshot listener: render now, so scrapes never pay for it."""
         self._clusters[snap.cluster] = RenderedCluster(snap)
+        self._schedule_prewarm()
 
     def remove(self, cluster: str) -> None:
         self._clusters.pop(cluster, None)
-        self._cache.clear()
+        self._gz.clear()
 
     def clusters(self) -> list[str]:
         return sorted(self._clusters)
 
-    def body(self, selection: Sequence[str], *, gzipped: bool = False) -> bytes:
-        """Joined exposition of the selected clusters (families grouped across clusters)."""
-        key = tuple(sorted(selection))
+    def _chunks(self, key: tuple[str, ...]) -> tuple[tuple[int, ...], list[bytes]]:
         rendered = [self._clusters[c] for c in key if c in self._clusters]
         version = tuple(r.seq for r in rendered)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != version:
-            names = sorted({n for r in rendered for n in r.parts})
-            chunks: list[bytes] = []
-            for name in names:
-                head = None
-                for r in rendered:
-                    part = r.parts.get(name)
-                    if part is None:
-                        continue
-                    if head is None:
-                        head = part[0]
-                        chunks.append(head)
-                    chunks.append(part[1])
-            hit = (version, b"".join(chunks), None)
-            self._cache[key] = hit
-        if not gzipped:
-            return hit[1]
-        if hit[2] is None:
-            hit = (hit[0], hit[1], gzip.compress(hit[1], compresslevel=5))
-            self._cache[key] = hit
-        assert hit[2] is not None
-        return hit[2]
+        names = sorted({n for r in rendered for n in r.parts})
+        chunks: list[bytes] = []
+        for name in names:
+            head = None
+            for r in rendered:
+                part = r.parts.get(name)
+                if part is None:
+                    continue
+                if head is None:
+                    head = part[0]
+                    chunks.append(head)
+                chunks.append(part[1])
+        return version, chunks
+
+    def body(self, selection: Sequence[str], *, gzipped: bool = False) -> bytes:
+        """Joined exposition of the selected clusters (families grouped across clusters)."""
+        _, chunks = self._chunks(tuple(sorted(selection)))
+        return compress(chunks, self.GZIP_LEVEL) if gzipped else b"".join(chunks)
+
+    async def gzipped(self, selection: Sequence[str]) -> bytes:
+        """The gzip page for a selection: cached per snapshot versions, compressed in a thread."""
+        key = tuple(sorted(selection))
+        version, chunks = self._chunks(key)
+        hit = self._gz.get(key)
+        if hit is not None and hit[0] == version:
+            cached = hit[1]
+            return cached if isinstance(cached, bytes) else await asyncio.shield(cached)
+        fut = asyncio.ensure_future(asyncio.to_thread(compress, chunks, self.GZIP_LEVEL))
+        if len(self._gz) >= self.MAX_GZIP_ENTRIES and key not in self._gz:
+            self._gz.pop(next(iter(self._gz)))
+        self._gz[key] = (version, fut)
+        data = await asyncio.shield(fut)
+        current = self._gz.get(key)
+        if current is not None and current[0] == version:
+            self._gz[key] = (version, data)
+        return data
+
+    def _schedule_prewarm(self) -> None:
+        """After a burst of snapshot swaps, compress the all-clusters page before Prometheus asks."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+        self._prewarm = loop.call_later(0.2, self._start_prewarm)
+
+    def _start_prewarm(self) -> None:
+        self._prewarm = None
+        task = asyncio.ensure_future(self.gzipped(self.clusters()))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve; a scrape will retry
+
+
+def compress(chunks: Sequence[bytes], level: int) -> bytes:
+    """gzip of the concatenated chunks without ever joining them (zlib releases the GIL)."""
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)
+    out = [z.compress(c) for c in chunks]
+    out.append(z.flush())
+    return b"".join(out)
