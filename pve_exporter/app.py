@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pve_exporter import __version__, logs
 from pve_exporter.collect import build_collectors
-from pve_exporter.collect.base import Collector, Family
+from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
 from pve_exporter.control.operations import HistoryError
 from pve_exporter.control.plane import ControlPlane
@@ -29,6 +29,7 @@ from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
 from pve_exporter.snapshot import Snapshot, SnapshotStore
+from pve_exporter.webconfig import BasicAuth, WebConfig, basic_auth_middleware
 
 log = structlog.get_logger("pve_exporter.app")
 
@@ -72,6 +73,9 @@ class Daemon:
         self.clusters: dict[str, ClusterRuntime] = {}
         self.control: ControlPlane | None = None  # the control API (settings.control.enabled), made in start()
         self.reloads_failed = 0
+        self.last_reload_ok = True
+        self.last_reload_success: float = clock()  # the config read at start counts as the first load
+        self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
         self.started_at = clock()
@@ -171,6 +175,19 @@ class Daemon:
         if self.influx is not None:
             self.influx.offer(snap)
 
+    def _reload_families(self, clusters: set[str] | None) -> list[Family]:
+        ok = FamilyBuilder(
+            "pve_exporter_config_last_reload_successful", "gauge",
+            "1 if the last config reload (SIGHUP or POST /api/v1/reload) was applied, 0 if it was rejected", (),
+        )  # fmt: skip
+        ok.add((), 1.0 if self.last_reload_ok else 0.0)
+        ts = FamilyBuilder(
+            "pve_exporter_config_last_reload_success_timestamp_seconds", "gauge",
+            "When the config was last loaded successfully (Unix time)", (),
+        )  # fmt: skip
+        ts.add((), self.last_reload_success)
+        return [ok.build(), ts.build()]
+
     def _influx_families(self, clusters: set[str] | None) -> list[Family]:
         return self.influx.families(clusters) if self.influx is not None else []
 
@@ -192,12 +209,14 @@ class Daemon:
             new = load_settings(self.config_path)
         except ConfigError as exc:
             self.reloads_failed += 1
+            self.last_reload_ok = False
             log.error("reload rejected, keeping the running config", error=str(exc))
             return False
         logs.register_secrets(new.secrets())
         old = {c.name: c for c in self.settings.clusters}
         fresh = {c.name: c for c in new.clusters}
         old_influx = self.settings.influxdb
+        old_listen = self.settings.listen
         self.settings = new
         if self.control is not None:
             self.control.reconfigure(new.control)
@@ -213,6 +232,10 @@ class Daemon:
             if name in self.clusters:
                 await self._stop_one(name, forget=False)
             self._start_one(cfg)
+        if new.listen != old_listen:
+            log.warning("listen address changes need a restart", running=old_listen, configured=new.listen)
+        self.last_reload_ok = True
+        self.last_reload_success = self.clock()
         log.info("config reloaded", clusters=sorted(fresh))
         return True
 
@@ -362,8 +385,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}.ok{{color:green}}.partial{{color:
 """
 
 
-def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Application:
+    middlewares = []
+    if web_config is not None and web_config.basic_auth_users:
+        middlewares.append(basic_auth_middleware(BasicAuth(web_config.basic_auth_users)))
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app[DAEMON] = daemon
 
     async def lifecycle(app: web.Application) -> Any:
@@ -382,10 +408,16 @@ def build_app(daemon: Daemon) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, *, config_path: str | None = None, ready: Callable[[], None] | None = None) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    config_path: str | None = None,
+    ready: Callable[[], None] | None = None,
+    web_config: WebConfig | None = None,
+) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     daemon = Daemon(settings, config_path=config_path)
-    app = build_app(daemon)
+    app = build_app(daemon, web_config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()
@@ -393,14 +425,18 @@ async def serve(settings: Settings, *, config_path: str | None = None, ready: Ca
         log.error("cannot start the control API", error=str(exc))
         await daemon.stop()
         return 1
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+    ssl_context = web_config.ssl_context() if web_config is not None else None
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
         log.error("cannot listen", listen=settings.listen, error=exc.strerror or str(exc))
         await runner.cleanup()
         return 1
-    log.info("listening", listen=settings.listen, clusters=[c.name for c in settings.clusters])
+    log.info(
+        "listening", listen=settings.listen, tls=ssl_context is not None,
+        basic_auth=bool(web_config and web_config.basic_auth_users), clusters=[c.name for c in settings.clusters],
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

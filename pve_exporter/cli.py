@@ -28,6 +28,10 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="YAML config file (see README)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="overrides logging.format")
+    p.add_argument(
+        "--web-config-file",
+        help="TLS and basic auth for the listener (exporter-toolkit format); overrides web_config_file",
+    )
     p.add_argument("--version", action="version", version=f"pve-exporter {__version__}")
     return p
 
@@ -48,10 +52,20 @@ def cmd_run(argv: Sequence[str]) -> int:
     if not settings.clusters:
         print("pve-exporter: invalid configuration:\nclusters: at least one cluster is required", file=sys.stderr)
         return EXIT_CONFIG
+    web_config = None
+    web_file = args.web_config_file or settings.web_config_file
+    if web_file:
+        from pve_exporter.webconfig import load_web_config
+
+        try:
+            web_config = load_web_config(web_file)
+        except ConfigError as exc:
+            print(f"pve-exporter: invalid web configuration:\n{exc}", file=sys.stderr)
+            return EXIT_CONFIG
     _configure_logging(settings.logging, args.log_level, args.log_format)
     from pve_exporter.app import serve
 
-    return asyncio.run(serve(settings, config_path=args.config))
+    return asyncio.run(serve(settings, config_path=args.config, web_config=web_config))
 
 
 def cmd_check_config(argv: Sequence[str]) -> int:

@@ -382,6 +382,9 @@ class Settings(BaseSettings):
     )
 
     listen: str = "0.0.0.0:9221"
+    web_config_file: Path | None = Field(
+        default=None, description="exporter-toolkit web config: TLS and basic auth for the listener"
+    )
     clusters: list[ClusterSettings] = Field(default_factory=list)
     collect: CollectSettings = Field(default_factory=CollectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

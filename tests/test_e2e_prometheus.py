@@ -11,6 +11,7 @@ import textwrap
 import urllib.request
 
 import pytest
+import yaml
 
 from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET
 from tests.servers import Prometheus, free_port, http_get, wait_until
@@ -84,7 +85,7 @@ def stack(tmp_path):
     base = f"http://127.0.0.1:{listen}"
     try:
         wait_until(lambda: http_get(f"{base}/-/ready"), timeout=20, what="daemon ready")
-        yield {"base": base, "daemon": daemon, "sim": f"http://127.0.0.1:{sim_port}", "listen": listen}
+        yield {"base": base, "daemon": daemon, "sim": f"http://127.0.0.1:{sim_port}", "listen": listen, "cfg": cfg}
     finally:
         for p in procs:
             p.stop()
@@ -147,3 +148,20 @@ def test_promtool_check_metrics(stack):
     text = http_get(f"{stack['base']}/metrics")
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_sighup_reload_removes_a_cluster_and_keeps_the_other(stack):
+    cfg = stack["cfg"]
+    doc = yaml.safe_load(cfg.read_text())
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "prod"]
+    cfg.write_text(yaml.safe_dump(doc))
+    stack["daemon"].p.send_signal(signal.SIGHUP)
+
+    def prod_gone():
+        body = http_get(f"{stack['base']}/metrics").decode()
+        return 'cluster="prod"' not in body and body
+
+    body = wait_until(prod_gone, timeout=15, what="prod removed after SIGHUP")
+    assert 'pve_up{cluster="lab",id="node/pve1"} 1' in body
+    assert "pve_exporter_config_last_reload_successful 1" in body
+    assert stack["daemon"].p.poll() is None
