@@ -1,35 +1,67 @@
-"""Print the README's metric table from a real cycle against the simulator (names, type, labels, help).
+"""Print the README's metric table from real cycles against the simulator (names, type, labels, help).
 
     python tools/metrics_table.py > /tmp/table.md
+
+Two runs: the alert/dashboard tests' exposition (InfluxDB output and control API on, one
+collector failing) and one with Ceph and the opt-in guest-agent collector, so every family shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from tests.simharness import cycle, sim_daemon
+from pve_exporter.settings import Settings  # noqa: E402
+from tests.monitoring import exposition  # noqa: E402
+from tests.simharness import cycle, sim_daemon  # noqa: E402
 
-PPE = set((Path(__file__).resolve().parent.parent / "tests" / "ppe_metric_names.txt").read_text().split())
+PPE = set((ROOT / "tests" / "ppe_metric_names.txt").read_text().split())
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
 
 
-async def main() -> None:
-    async with sim_daemon(clusters=(("lab", 4, 6),), sim_kw={"ceph": True}) as (daemon, _, _):
+async def extra_exposition() -> str:
+    async with sim_daemon(clusters=(("lab", 3, 6),), sim_kw={"ceph": True}) as (daemon, _, _):
+        daemon.settings = Settings(**{**daemon.settings.model_dump(), "collect": {"guest_agent_filesystems": True}})
+        daemon.clusters["lab"].poller.collectors = daemon._collectors()
         await cycle(daemon)
-        fams = {f.name: (f, True) for f in daemon.store.get("lab").families}
-        for f in daemon.stats.families():
-            fams.setdefault(f.name, (f, False))
+        daemon.clock.t += 15
+        await cycle(daemon)
+        return daemon.metrics_body(["lab"], False).decode()
+
+
+def families(text: str) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            _, _, name, help_ = line.split(" ", 3)
+            out.setdefault(name, {"help": help_, "type": "untyped", "labels": set()})
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            out.setdefault(name, {"help": "", "labels": set()})["type"] = kind
+        elif line and not line.startswith("#"):
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            if name in out:
+                out[name]["labels"].update(_LABEL.findall(line.split("{", 1)[1]) if "{" in line else [])
+    return out
+
+
+def main() -> None:
+    fams = families(exposition())
+    for name, f in families(asyncio.run(extra_exposition())).items():
+        fams.setdefault(name, f)
     print("| metric | type | labels (besides `cluster`) | source | meaning |")
     print("|---|---|---|---|---|")
     for name in sorted(fams):
-        f, _data = fams[name]
-        labels = ", ".join(f"`{lb}`" for lb in f.labels if lb != "cluster") or "–"
+        f = fams[name]
+        labels = ", ".join(f"`{lb}`" for lb in sorted(f["labels"]) if lb != "cluster") or "–"
         origin = "PPE" if name in PPE else ("self" if name.startswith("pve_exporter_") else "new")
-        print(f"| `{name}` | {f.kind} | {labels} | {origin} | {f.help.replace('|', '/')} |")
+        print(f"| `{name}` | {f['type']} | {labels} | {origin} | {f['help'].replace('|', '/')} |")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
