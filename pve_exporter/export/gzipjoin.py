@@ -65,15 +65,39 @@ class Part:
         return cls(body, zlib.crc32(data), len(data), _x8nmodp(len(data)))
 
 
-def join(parts: Iterable[Part]) -> bytes:
-    """A complete gzip stream of the parts' concatenated data."""
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Parts already strung together (deflate bytes, CRC-32 and size of their data): a cacheable prefix."""
+
+    deflate: bytes
+    crc: int
+    size: int
+
+
+def concat(parts: Iterable[Part]) -> Joined:
     crc = 0
     size = 0
-    chunks = [_HEADER]
+    chunks = []
     for p in parts:
+        chunks.append(p.deflate)
+        crc = _multmodp(p.shift, crc) ^ p.crc
+        size += p.size
+    return Joined(b"".join(chunks), crc, size)
+
+
+def finish(prefix: Joined, *tail: Part) -> bytes:
+    """A complete gzip stream: the prefix's data followed by the tail parts' data."""
+    crc, size = prefix.crc, prefix.size
+    chunks = [_HEADER, prefix.deflate]
+    for p in tail:
         chunks.append(p.deflate)
         crc = _multmodp(p.shift, crc) ^ p.crc
         size += p.size
     chunks.append(_FINAL_BLOCK)
     chunks.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
     return b"".join(chunks)
+
+
+def join(parts: Iterable[Part]) -> bytes:
+    """A complete gzip stream of the parts' concatenated data."""
+    return finish(concat(parts))

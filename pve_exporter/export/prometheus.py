@@ -101,7 +101,7 @@ class Exposition:
 
     def __init__(self) -> None:
         self._clusters: dict[str, RenderedCluster] = {}
-        self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], bytes]] = {}
+        self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], gzipjoin.Joined]] = {}
 
     def update(self, snap: Snapshot) -> None:
         """Snapshot listener: render and compress now, so scrapes never pay for it."""
@@ -132,21 +132,17 @@ class Exposition:
         return out
 
     def gzipped(self, selection: Sequence[str], extra: Part | None = None) -> bytes:
-        """The page as one gzip stream (cached until a selected cluster changes); `extra` is
-        appended uncached (the self-metrics, which change with every scrape)."""
+        """The page as one gzip stream. The selection's joined parts are cached until one of its
+        clusters changes; `extra` (the self-metrics, new every scrape) is appended to that."""
         key = tuple(sorted(selection))
         version = tuple(self._clusters[c].seq if c in self._clusters else -1 for c in key)
-        parts = self.parts(key)
-        if extra is not None:
-            return gzipjoin.join([*parts, extra])
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        data = gzipjoin.join(parts)
-        if len(self._cache) >= self.MAX_CACHED and key not in self._cache:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = (version, data)
-        return data
+        if hit is None or hit[0] != version:
+            hit = (version, gzipjoin.concat(self.parts(key)))
+            if len(self._cache) >= self.MAX_CACHED and key not in self._cache:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = hit
+        return gzipjoin.finish(hit[1], extra) if extra is not None else gzipjoin.finish(hit[1])
 
     def body(self, selection: Sequence[str], *, gzipped: bool = False) -> bytes:
         """The same page, plain (decompressed) unless `gzipped`."""

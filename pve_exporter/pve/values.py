@@ -10,11 +10,18 @@ import re
 from typing import Any
 
 _TAG_SPLIT = re.compile(r"[;,\s]+")
+_BIG = 1 << 1000  # ints beyond float range are handled (and refused) below
+_isfinite = math.isfinite
 
 
 def num(value: Any) -> float | None:
     """Any JSON number, a numeric string ("0.35", "1.5", "1.1e+15") → float; else None."""
-    if value is None or isinstance(value, bool):
+    t = type(value)  # the common cases first: this runs for every sample of every cycle
+    if t is float:
+        return value if _isfinite(value) else None
+    if t is int and -_BIG < value < _BIG:
+        return float(value)
+    if value is None or t is bool:
         return None
     if isinstance(value, int | float):
         try:
