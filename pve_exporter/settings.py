@@ -48,6 +48,12 @@ def _read_secret(path: Path, key: str) -> SecretStr:
     return SecretStr(value)
 
 
+def _existing_file(v: Path | None) -> Path | None:
+    if v is not None and not v.is_file():
+        raise ValueError(f"file not found: {v}")
+    return v
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,12 +119,7 @@ class ClusterSettings(Strict):
             raise ValueError(f"must look like user@realm!tokenname (e.g. monitor@pve!exporter), got {v!r}")
         return v
 
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"file not found: {v}")
-        return v
+    _ca_file = field_validator("ca_file")(classmethod(lambda cls, v: _existing_file(v)))
 
     @model_validator(mode="after")
     def _secret(self) -> ClusterSettings:
@@ -228,12 +229,7 @@ class InfluxSettings(Strict):
             raise ValueError(f"invalid port in {v!r}") from None
         return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
-    @field_validator("ca_file")
-    @classmethod
-    def _ca(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"file not found: {v}")
-        return v
+    _ca_file = field_validator("ca_file")(classmethod(lambda cls, v: _existing_file(v)))
 
     @model_validator(mode="after")
     def _by_api(self) -> InfluxSettings:

@@ -25,6 +25,7 @@ from pve_exporter.collect.base import (
     Request,
     Shared,
     build_all,
+    pick_due,
 )
 from pve_exporter.collect.config import config_path
 from pve_exporter.pve.values import flag, num, text
@@ -54,23 +55,14 @@ def fsinfo_path(node: str, vmid: str) -> str:
 
 def plan_agent(shared: Shared, cache: CacheView, *, max_per_cycle: int, refresh_seconds: float) -> list[Request]:
     online = set(shared.online_nodes())
-    missing: list[str] = []
-    old: list[tuple[float, str]] = []
+    paths = []
     for row in shared.resources or []:
         if row.get("type") != "qemu" or row.get("status") != "running" or row.get("node") not in online:
             continue
         cfg = config_path(row)
-        if cfg is None or not agent_enabled(cache.cluster_payloads.get(cfg)):
-            continue
-        path = fsinfo_path(str(row["node"]), str(row["vmid"]))
-        age = cache.age(path)
-        if age is None:
-            missing.append(path)
-        elif age >= refresh_seconds:
-            old.append((-age, path))
-    old.sort()
-    chosen = (missing + [p for _, p in old])[:max_per_cycle]
-    return [Request(p, node=p.split("/")[2]) for p in chosen]
+        if cfg is not None and agent_enabled(cache.cluster_payloads.get(cfg)):
+            paths.append(fsinfo_path(str(row["node"]), str(row["vmid"])))
+    return pick_due(cache, paths, refresh_seconds=refresh_seconds, max_per_cycle=max_per_cycle)
 
 
 def parse_agent(resources: Any, payloads: Mapping[str, Any]) -> list[Family]:

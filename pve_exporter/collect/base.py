@@ -101,6 +101,24 @@ class CacheView:
         return None if t is None else self.now - t
 
 
+def pick_due(
+    cache: CacheView, paths: Sequence[str], *, refresh_seconds: float, max_per_cycle: int, urgent: Sequence[str] = ()
+) -> list[Request]:
+    """Per-guest paths to fetch this cycle: never-fetched and `urgent` ones first, then those older
+    than `refresh_seconds` (oldest first), at most `max_per_cycle`; routed to the node in the path."""
+    missing: list[str] = list(urgent)
+    old: list[tuple[float, str]] = []
+    for path in paths:
+        age = cache.age(path)
+        if age is None:
+            missing.append(path)
+        elif age >= refresh_seconds:
+            old.append((-age, path))
+    old.sort()
+    chosen = (missing + [p for _, p in old])[:max_per_cycle]
+    return [Request(p, node=p.split("/")[2]) for p in chosen]
+
+
 PlanFn = Callable[[Shared, CacheView], Sequence[Request]]
 ParseFn = Callable[[Shared, Mapping[str, Any]], list[Family]]
 

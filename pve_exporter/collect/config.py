@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
+from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all, pick_due
 from pve_exporter.pve.values import flag, num, text
 
 
@@ -28,23 +28,19 @@ def config_path(row: Mapping[str, Any]) -> str | None:
 
 def plan_configs(shared: Shared, cache: CacheView, *, max_per_cycle: int, refresh_seconds: float) -> list[Request]:
     online = set(shared.online_nodes())
-    missing: list[str] = []
-    old: list[tuple[float, str]] = []
+    paths: list[str] = []
+    restarted: list[str] = []
     for row in shared.resources or []:
         path = config_path(row)
         if path is None or row.get("node") not in online:
             continue
         age = cache.age(path)
         uptime = num(row.get("uptime"))
-        if age is None:
-            missing.append(path)
-        elif age >= refresh_seconds:
-            old.append((-age, path))
-        elif row.get("status") == "running" and uptime and uptime < age:
-            missing.append(path)  # (re)started since we read its config: pending changes may now apply
-    old.sort()
-    chosen = (missing + [p for _, p in old])[:max_per_cycle]
-    return [Request(p, node=p.split("/")[2]) for p in chosen]
+        if age is not None and age < refresh_seconds and row.get("status") == "running" and uptime and uptime < age:
+            restarted.append(path)  # (re)started since we read its config: pending changes may now apply
+        else:
+            paths.append(path)
+    return pick_due(cache, paths, refresh_seconds=refresh_seconds, max_per_cycle=max_per_cycle, urgent=restarted)
 
 
 def parse_onboot(resources: Any, payloads: Mapping[str, Any]) -> list[Family]:

@@ -29,6 +29,7 @@ from math import isfinite
 from operator import itemgetter
 from typing import Any
 
+from pve_exporter.collect.node_status import node_payloads
 from pve_exporter.snapshot import Snapshot
 
 __all__ = ["format_value", "node_hash", "snapshot_to_lines", "storage_hashes", "tag_escape"]
@@ -485,14 +486,7 @@ def _type_of(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
-def _by_node(fresh: Mapping[str, Any], suffix: str) -> list[tuple[str, Any]]:
-    out = []
-    for key, data in fresh.items():
-        parts = key.split("?", 1)[0].split("/")
-        if len(parts) == 4 and parts[1] == "nodes" and parts[3] == suffix:
-            out.append((parts[2], data))
-    out.sort(key=lambda x: x[0])
-    return out
+_by_node = node_payloads  # `/nodes/<name>/<suffix>` payloads as (name, data), by node name
 
 
 _BY_VMID = itemgetter("vmid")
