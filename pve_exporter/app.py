@@ -64,6 +64,7 @@ class Daemon:
         self.store = SnapshotStore()
         self.stats = SelfStats()
         self.exposition = Exposition()
+        self.store.add_preparer(self.exposition.prepare)
         self.store.subscribe(self.exposition.update)
         # InfluxDB output (settings.influxdb): created in start(); tests may replace the factory.
         self.influx: InfluxWriter | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -226,9 +227,7 @@ class Poller:
         ref = next((n for n in shared.nodes if n.name == req.node), None)
         return self.routing.url(ref, req.node)
 
-    async def _fetch_all(
-        self, reqs: Sequence[Request], budget: float, shared: Shared | None = None
-    ) -> list[_Outcome]:
+    async def _fetch_all(self, reqs: Sequence[Request], budget: float, shared: Shared | None = None) -> list[_Outcome]:
         if not reqs:
             return []
         tasks = [asyncio.ensure_future(self._fetch(r, shared)) for r in reqs]
@@ -273,18 +272,43 @@ class Poller:
         probe = asyncio.ensure_future(self.client.probe_down_endpoints(retry_after=60.0))
         status_out, res_out = await self._fetch_all([STATUS, RESOURCES], budget)
         now = self._clock()
-        status_stale = self._keep(self._shared_cache, STATUS.key, status_out, now, self.timing.stale_after)
-        res_stale = self._keep(self._shared_cache, RESOURCES.key, res_out, now, self.timing.stale_after)
+        shared, shared_stale = self._absorb_shared(status_out, res_out, now)
+        due = self._due(shared, now)
+        flat = [r for _, reqs in due for r in reqs]
+        outs = await self._fetch_all(flat, budget - (time.monotonic() - t0), shared)
+        # Parsing (and, through the store's preparers, rendering) is CPU work: a worker thread keeps
+        # the event loop free to answer scrapes meanwhile (the GIL is handed over every few ms).
+        snap = await asyncio.to_thread(
+            self._build, started, t0, shared, due, outs, status_out, res_out, shared_stale, self._clock()
+        )
+        if not probe.done():
+            # On timeout wait_for cancels the probe; the next one is due in a minute.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe, timeout=max(0.001, budget - (time.monotonic() - t0)))
+        elif not probe.cancelled() and probe.exception() is not None:
+            self._log.debug("endpoint probe failed", error=str(probe.exception()))
+        self.stats.cycles[self.cluster] += 1
+        self.stats.cycle_seconds[self.cluster] = time.monotonic() - t0
+        self.stats.snapshots[self.cluster] = snap
+        self.store.put(snap)
+        return snap
+
+    def _absorb_shared(self, status_out: _Outcome, res_out: _Outcome, now: float) -> tuple[Shared, dict[str, bool]]:
+        stale_after = self.timing.stale_after
+        stale = {
+            STATUS.key: self._keep(self._shared_cache, STATUS.key, status_out, now, stale_after),
+            RESOURCES.key: self._keep(self._shared_cache, RESOURCES.key, res_out, now, stale_after),
+        }
         status_p = self._shared_cache.get(STATUS.key)
         res_p = self._shared_cache.get(RESOURCES.key)
-        shared = make_shared(
-            self.cluster, status_p.data if status_p else None, res_p.data if res_p else None
-        )
+        shared = make_shared(self.cluster, status_p.data if status_p else None, res_p.data if res_p else None)
         if res_out.error is None:
             self._last_reach = now
         self._log_shared(res_out.error)
+        return shared, stale
 
-        cache_times = {}
+    def _due(self, shared: Shared, now: float) -> list[tuple[Collector, list[Request]]]:
+        """The collectors whose cadence is due, each with the paths its `plan` asks for."""
         everything = {k: p.data for cache in self._cache.values() for k, p in cache.items()}
         due: list[tuple[Collector, list[Request]]] = []
         for c in self.collectors:
@@ -293,93 +317,69 @@ class Poller:
                 continue
             if c.min_interval and last is not None and now - last < c.min_interval - 1e-6:
                 continue
-            view = CacheView(now, {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}, everything)
-            cache_times[c.name] = view
-            due.append((c, list(c.plan(shared, view))))
+            ages = {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}
+            due.append((c, list(c.plan(shared, CacheView(now, ages, everything)))))
             self._last_run[c.name] = now
+        return due
 
-        flat = [r for _, reqs in due for r in reqs]
-        remaining = budget - (time.monotonic() - t0)
-        outs = await self._fetch_all(flat, remaining, shared)
-        now = self._clock()
+    def _build(
+        self,
+        started: float,
+        t0: float,
+        shared: Shared,
+        due: list[tuple[Collector, list[Request]]],
+        outs: list[_Outcome],
+        status_out: _Outcome,
+        res_out: _Outcome,
+        shared_stale: dict[str, bool],
+        now: float,
+    ) -> Snapshot:
+        """Store what was fetched, parse every collector, make the snapshot (runs in a worker thread)."""
         phase_start = time.monotonic()
-
+        shared_errors = {"resources": res_out.error, "status": status_out.error}
+        fetched = iter(outs)
+        due_reqs = dict((c.name, reqs) for c, reqs in due)
         all_families: list[Family] = []
-        i = 0
-        due_names = {c.name for c, _ in due}
-        reqs_of = {c.name: reqs for c, reqs in due}
         for c in self.collectors:
+            reqs = due_reqs.get(c.name)
             cache = self._cache.setdefault(c.name, {})
             errors: list[PveError] = []
             stale = False
             ended = phase_start
-            if c.name in due_names:
-                if not c.keep_unplanned:
-                    planned = {r.key for r in reqs_of[c.name]}
-                    for k in [k for k in cache if k not in planned]:
-                        del cache[k]
-                for r in reqs_of[c.name]:
-                    out = outs[i]
-                    i += 1
-                    ended = max(ended, out.ended)
-                    if c.api_errors_are_data and isinstance(out.error, PveApiError):
-                        out = _Outcome(ApiFailure(out.error.status, out.error.message), None, out.started, out.ended)
-                    elif out.error is None and c.slim is not None and not (c.slim_unless_raw and self.keep_raw):
-                        out.data = c.slim(out.data)
-                    stale |= self._keep(cache, r.key, out, now, self._max_age(c))
-                    if out.error is not None:
-                        errors.append(out.error)
-                if c.needs_resources and res_out.error is not None:
-                    errors.insert(0, res_out.error)
-                    stale |= res_stale
-                if c.needs_status and status_out.error is not None:
-                    errors.insert(0, status_out.error)
-                    stale |= status_stale
+            if reqs is not None:
+                got = [next(fetched) for _ in reqs]
+                stale, errors, ended = self._store_fetched(c, cache, reqs, got, now, phase_start)
+                for need, key, name in ((c.needs_resources, RESOURCES.key, "resources"),
+                                        (c.needs_status, STATUS.key, "status")):  # fmt: skip
+                    err = shared_errors[name]
+                    if need and err is not None:
+                        errors.insert(0, err)
+                        stale |= shared_stale[key]
             max_age = self._max_age(c)
             for k in [k for k, p in cache.items() if now - p.fetched_at > max_age]:
                 del cache[k]
             t_parse = time.monotonic()
-            families: list[Family] = []
-            parse_error: str | None = None
-            if (c.needs_resources and shared.resources is None) or (c.needs_status and shared.status is None):
-                families = []
-            else:
-                try:
-                    families = c.parse(shared, {k: p.data for k, p in cache.items()})
-                except Exception as exc:  # a parser bug costs only this collector
-                    self._log.exception("parser failed", collector=c.name)
-                    parse_error = f"{type(exc).__name__}: {exc}"
+            families, parse_error = self._parse(c, shared, cache)
             all_families.extend(families)
-            parse_time = time.monotonic() - t_parse
             prev = self._results.get(c.name)
-            if c.name not in due_names and prev is not None:
-                self._results[c.name] = CollectorResult(
-                    c.name, prev.ok, prev.stale, prev.duration, prev.error_kind, prev.error, prev.last_success, False
-                )
+            if reqs is None and prev is not None:  # not due: its last result stands
+                self._results[c.name] = dataclasses.replace(prev, ran=False)
                 continue
             ok = not errors and parse_error is None
-            kind = errors[0].kind if errors else ("parse" if parse_error else None)
-            err_text = str(errors[0]) if errors else parse_error
+            waited = (ended - phase_start if reqs else 0.0) + (
+                phase_start - t0 if (c.needs_resources or c.needs_status) else 0.0
+            )
             result = CollectorResult(
                 name=c.name,
                 ok=ok,
                 stale=stale and not ok,
-                duration=(ended - phase_start if reqs_of.get(c.name) else 0.0) + parse_time
-                + (phase_start - t0 if (c.needs_resources or c.needs_status) else 0.0),
-                error_kind=kind,
-                error=err_text,
+                duration=waited + time.monotonic() - t_parse,
+                error_kind=errors[0].kind if errors else ("parse" if parse_error else None),
+                error=str(errors[0]) if errors else parse_error,
                 last_success=now if ok else (prev.last_success if prev else None),
             )
             self._log_transition(prev, result)
             self._results[c.name] = result
-
-        if not probe.done():
-            # On timeout wait_for cancels the probe; the next one is due in a minute.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(probe, timeout=max(0.001, budget - (time.monotonic() - t0)))
-        elif not probe.cancelled() and probe.exception() is not None:
-            self._log.debug("endpoint probe failed", error=str(probe.exception()))
-        finished = self._clock()
         self._seq += 1
         payloads: dict[str, Payload] = dict(self._shared_cache)
         for cache in self._cache.values():
@@ -388,7 +388,7 @@ class Poller:
             cluster=self.cluster,
             seq=self._seq,
             started_at=started,
-            finished_at=finished,
+            finished_at=self._clock(),
             reachable=res_out.error is None,
             last_success=self._last_reach,
             families=merge_families(all_families),
@@ -397,11 +397,39 @@ class Poller:
             shared=shared,
             guests=MappingProxyType(guest_inventory(shared.resources)),
         )
-        self.stats.cycles[self.cluster] += 1
-        self.stats.cycle_seconds[self.cluster] = time.monotonic() - t0
-        self.stats.snapshots[self.cluster] = snap
-        self.store.put(snap)
+        self.store.prepare(snap)
         return snap
+
+    def _store_fetched(
+        self, c: Collector, cache: dict[str, Payload], reqs: list[Request], got: list[_Outcome], now: float, t: float
+    ) -> tuple[bool, list[PveError], float]:
+        """Put a due collector's answers in its cache; returns (serving stale data, errors, last answer time)."""
+        if not c.keep_unplanned:
+            planned = {r.key for r in reqs}
+            for k in [k for k in cache if k not in planned]:
+                del cache[k]
+        stale = False
+        errors: list[PveError] = []
+        ended = t
+        for r, out in zip(reqs, got, strict=True):
+            ended = max(ended, out.ended)
+            if c.api_errors_are_data and isinstance(out.error, PveApiError):
+                out = _Outcome(ApiFailure(out.error.status, out.error.message), None, out.started, out.ended)
+            elif out.error is None and c.slim is not None and not (c.slim_unless_raw and self.keep_raw):
+                out.data = c.slim(out.data)
+            stale |= self._keep(cache, r.key, out, now, self._max_age(c))
+            if out.error is not None:
+                errors.append(out.error)
+        return stale, errors, ended
+
+    def _parse(self, c: Collector, shared: Shared, cache: dict[str, Payload]) -> tuple[list[Family], str | None]:
+        if (c.needs_resources and shared.resources is None) or (c.needs_status and shared.status is None):
+            return [], None
+        try:
+            return c.parse(shared, {k: p.data for k, p in cache.items()}), None
+        except Exception as exc:  # a parser bug costs only this collector
+            self._log.exception("parser failed", collector=c.name)
+            return [], f"{type(exc).__name__}: {exc}"
 
     _was_reachable: bool | None = None
 

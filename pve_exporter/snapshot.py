@@ -75,9 +75,19 @@ class SnapshotStore:
     def __init__(self) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._listeners: list[Listener] = []
+        self._preparers: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
+        """Called on the event loop for every swap; must be quick (enqueue, swap a reference)."""
         self._listeners.append(listener)
+
+    def add_preparer(self, preparer: Listener) -> None:
+        """Called in the poller's worker thread before the swap, for CPU work (rendering)."""
+        self._preparers.append(preparer)
+
+    def prepare(self, snap: Snapshot) -> None:
+        for preparer in self._preparers:
+            preparer(snap)
 
     def put(self, snap: Snapshot) -> None:
         self._snapshots[snap.cluster] = snap

@@ -102,10 +102,19 @@ class Exposition:
     def __init__(self) -> None:
         self._clusters: dict[str, RenderedCluster] = {}
         self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], gzipjoin.Joined]] = {}
+        self._prepared: dict[tuple[str, int], RenderedCluster] = {}
+
+    def prepare(self, snap: Snapshot) -> None:
+        """Snapshot preparer (poller's worker thread): render and compress before the swap."""
+        self._prepared[(snap.cluster, snap.seq)] = RenderedCluster(snap)
 
     def update(self, snap: Snapshot) -> None:
-        """Snapshot listener: render and compress now, so scrapes never pay for it."""
-        self._clusters[snap.cluster] = RenderedCluster(snap)
+        """Snapshot listener: swap in what `prepare` rendered (or render now), so scrapes never pay."""
+        rendered = self._prepared.pop((snap.cluster, snap.seq), None) or RenderedCluster(snap)
+        for key in list(self._prepared):  # list(): other pollers' threads may add meanwhile
+            if key[0] == snap.cluster and key[1] < snap.seq:
+                self._prepared.pop(key, None)
+        self._clusters[snap.cluster] = rendered
 
     def remove(self, cluster: str) -> None:
         self._clusters.pop(cluster, None)
