@@ -61,7 +61,7 @@ def parse_backups(resources: Any, listings: list[Any]) -> list[Family]:
                 continue
             rid = f"{kind}/{vmid}"
             newest[rid] = max(newest.get(rid, 0.0), ctime)
-            n[rid] = n.get(rid, 0) + 1
+            n[rid] = n.get(rid, 0) + (integer(v.get("count")) or 1)  # slimmed rows carry a count
     for rid in sorted(newest):
         last.add((rid,), newest[rid])
         count.add((rid,), float(n[rid]))
@@ -69,10 +69,21 @@ def parse_backups(resources: Any, listings: list[Any]) -> list[Family]:
 
 
 def slim_volumes(volumes: Any) -> Any:
+    """A listing holds every backup of every guest; keep one summary row per guest (newest, count)."""
     if not isinstance(volumes, list):
         return volumes
-    keep = ("vmid", "ctime", "subtype", "content")
-    return [{k: v[k] for k in keep if k in v} for v in volumes if isinstance(v, Mapping)]
+    best: dict[Any, dict[str, Any]] = {}
+    for v in volumes:
+        if not isinstance(v, Mapping) or v.get("content") not in (None, "backup") or num(v.get("ctime")) is None:
+            continue
+        row = best.get(v.get("vmid"))
+        if row is None:
+            best[v.get("vmid")] = {"vmid": v.get("vmid"), "ctime": v["ctime"], "subtype": v.get("subtype"), "count": 1}
+        else:
+            row["count"] += 1
+            if num(v["ctime"]) > num(row["ctime"]):  # type: ignore[operator]
+                row["ctime"] = v["ctime"]
+    return list(best.values())
 
 
 def _plan(shared: Shared, cache: CacheView) -> list[Request]:
