@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
-import os
 import getpass
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,10 +50,8 @@ def _limit_malloc_arenas() -> None:
     leave RSS fragmented over many of them. Two are plenty (same as MALLOC_ARENA_MAX=2)."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, e.g. Alpine): nothing to tune
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, e.g. Alpine): nothing to tune
 
 
 def cmd_run(argv: Sequence[str]) -> int:
