@@ -218,6 +218,7 @@ class Daemon:
         fresh = {c.name: c for c in new.clusters}
         old_influx = self.settings.influxdb
         old_listen = self.settings.listen
+        old_collect = self.settings.collect
         self.settings = new
         if self.control is not None:
             self.control.reconfigure(new.control)
@@ -227,6 +228,12 @@ class Daemon:
         for name in old.keys() - fresh.keys():
             await self._stop_one(name, forget=True)
             log.info("cluster removed", cluster=name)
+        if (old_collect, old_influx is None) != (new.collect, new.influxdb is None):
+            # Collector knobs (or the raw payloads the InfluxDB output needs) changed: every running
+            # poller gets the new collector set; its caches carry over, so nothing is lost.
+            for rt in self.clusters.values():
+                rt.poller.collectors = self._collectors()
+                rt.poller.keep_raw = new.influxdb is not None
         for name, cfg in fresh.items():
             if name in old and old[name] == cfg:
                 continue

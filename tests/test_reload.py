@@ -69,3 +69,23 @@ async def test_add_remove_change_and_reject(tmp_path):
             assert own(daemon, "pve_exporter_config_last_reload_successful") == 0.0
         finally:
             await daemon.stop()
+
+
+async def test_reload_with_new_collect_settings_updates_running_pollers(tmp_path):
+    clock = FixedClock()
+    sim = build_simulator([("a", 2, 2)], seed=3, auth_delay=0.0, clock=clock)
+    async with SimulatorServer(sim) as server:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(config_text({"a": server.urls["a"]}))
+        daemon = Daemon(load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock)
+        await daemon.start()
+        try:
+            poller = daemon.clusters["a"].poller
+            assert "agent" not in {c.name for c in poller.collectors}
+            cfg.write_text(config_text({"a": server.urls["a"]}) + "collect: {guest_agent_filesystems: true}\n")
+            assert await daemon.reload()
+            assert daemon.clusters["a"].poller is poller  # the cluster itself did not change
+            assert "agent" in {c.name for c in poller.collectors}
+            await poller.run_once()
+        finally:
+            await daemon.stop()
