@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections import Counter
 
-from simproc import DaemonProc, SimProc, machine, rss_mb
+from simproc import DaemonProc, SimProc, http_json, machine, rss_mb
 
 FAULTS = (
     ("node_down", {}),
@@ -88,8 +88,7 @@ def main() -> None:
                       f"scrapes {scrapes} failed {failures}  active faults {len(active)}", flush=True)  # fmt: skip
                 next_sample += 15
             for until, cluster, fid in [f for f in active if f[0] <= now]:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"{sim.urls[cluster]}/_sim/faults/{fid}", method="DELETE"), timeout=10).read()  # fmt: skip
+                http_json(f"{sim.urls[cluster]}/_sim/faults/{fid}", method="DELETE")
                 active.remove((until, cluster, fid))
             if now >= next_fault:
                 cluster = rng.choice(sorted(sim.urls))
