@@ -125,9 +125,10 @@ def main() -> None:
               f"(growth {avg(last, 2) - avg(first, 2):+.1f}); max {max(s[2] for s in samples)}")  # fmt: skip
         print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(injected.items())))
         kinds: Counter[str] = Counter()
-        for m in re.finditer(r'^pve_exporter_api_requests_total\{[^}]*status="([^"]+)"[^}]*\} (\S+)$', last_body,
-                             flags=re.M):  # fmt: skip
-            kinds[m.group(1)] += int(float(m.group(2)))
+        for m in re.finditer(r"^pve_exporter_api_requests_total\{(.*)\} (\S+)$", last_body, flags=re.M):
+            status = re.search(r'status="([^"]+)"', m.group(1))  # paths hold braces: {node}
+            if status:
+                kinds[status.group(1)] += int(float(m.group(2)))
         print("API requests by status (daemon's counters): " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
         failing = re.findall(r"^pve_exporter_collector_error_info\{", last_body, flags=re.M)
         print(f"collectors failing at the end (faults still clearing): {len(failing)}")
