@@ -73,13 +73,11 @@ class Daemon:
         self.stats.extra.append(self._influx_families)
         self.clusters: dict[str, ClusterRuntime] = {}
         self.control: ControlPlane | None = None  # the control API (settings.control.enabled), made in start()
-        self.reloads_failed = 0
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
-        self.started_at = clock()
 
     def _collectors(self) -> tuple[Collector, ...]:
         c = self.settings.collect
@@ -209,7 +207,6 @@ class Daemon:
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
-            self.reloads_failed += 1
             self.last_reload_ok = False
             log.error("reload rejected, keeping the running config", error=str(exc))
             return False
