@@ -22,12 +22,12 @@ import argparse
 import datetime
 import math
 import platform
-import time
 from types import MappingProxyType
 from typing import Any
 
 from influxdb_client import Point, WritePrecision
 from line_protocol_parser import parse_line
+from simproc import best_of
 
 from pve_exporter.export.influx import node_hash, snapshot_to_lines, storage_hashes
 from pve_exporter.snapshot import Payload, Snapshot
@@ -191,15 +191,6 @@ def point_lines(snap: Snapshot) -> list[str]:
         tags = {"object": "storages", "nodename": node, "host": sid, "type": plugin or "", "cluster": snap.cluster}
         _walk(points, d, tags, ts, none)
     return [p.to_line_protocol() for p in points]
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
+from simproc import best_of
 
 from pve_exporter.collect.resources import parse_resources
 from pve_exporter.export.prometheus import RenderedCluster, header, render_samples
@@ -67,15 +67,6 @@ def to_client_families(families):
             m.add_metric(["ref", *values], v)
         out.append(m)
     return out
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:

@@ -57,6 +57,16 @@ def machine() -> str:
             f"Python {platform.python_version()} · Linux {platform.release()}")
 
 
+def best_of(fn: Any, repeat: int) -> float:
+    """Shortest wall time of `repeat` calls: the least disturbed run on a shared machine."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
