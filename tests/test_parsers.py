@@ -245,8 +245,8 @@ def _parse_fixture(version: str, stem: str) -> list[Family]:
 FIXTURE_SAMPLES = {
     "cluster_status": 4 + 3 + 1,  # pve_up (3 nodes + quorum), 3 node_info, 1 cluster_info
     "cluster_status_standalone": 2,
-    "cluster_resources": 231,
-    "cluster_resources_7.2": 231,
+    "cluster_resources": 233,  # the 2 guests of the dead node keep pve_guest_info
+    "cluster_resources_7.2": 233,
     "version": 1,
     "not_backed_up": 1 + 3,
     "qdevice": 2,
@@ -288,7 +288,7 @@ def test_resources_sample_counts(version: str, fixture: str) -> None:
     node_ha = 0 if version == "pve7" else 3 * len(NODE_HA_STATES)
     assert counts == {
         "pve_up": 10 + 7,  # guests + storages; node pve_up comes from /cluster/status
-        "pve_guest_info": 8,
+        "pve_guest_info": 10,  # also the dead node's guests: joins still find them
         "pve_storage_info": 7,
         "pve_storage_shared": 7,
         "pve_disk_size_bytes": 2 + 8 + 5,  # nodes + guests with data + available storages
@@ -638,12 +638,14 @@ def test_recently_offline_node_keeps_sizes_but_no_usage() -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_guest_on_dead_node_has_no_info_and_no_numbers(version: str) -> None:
+def test_guest_on_dead_node_keeps_info_but_has_no_numbers(version: str) -> None:
     s = resources(version)
-    assert metrics_of(s, "lxc/301") == {"pve_up"}
-    assert metrics_of(s, "qemu/300") == {"pve_up", "pve_ha_state"}  # hastate comes from config
+    assert metrics_of(s, "lxc/301") == {"pve_up", "pve_guest_info"}
+    assert metrics_of(s, "qemu/300") == {"pve_up", "pve_ha_state", "pve_guest_info"}  # hastate comes from config
     assert by_id(s, "pve_up")["lxc/301"] == 0.0
-    assert not ids(s, "pve_guest_info") & set(DEAD_GUESTS)
+    # Never seen with status data: name and template unknown (empty, like prometheus-pve-exporter).
+    assert guest_info(s)["lxc/301"] == {"id": "lxc/301", "node": "pve3", "name": "", "type": "lxc", "template": "",
+                                        "tags": ""}  # fmt: skip
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -845,7 +847,7 @@ def guest_info(s: Mapping[Key, float]) -> dict[str, dict[str, str]]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_guest_info_labels(version: str) -> None:
     info = guest_info(resources(version))
-    assert set(info) == set(ONLINE_GUESTS)
+    assert set(info) == set(ONLINE_GUESTS) | set(DEAD_GUESTS)
     assert info["qemu/100"] == {"id": "qemu/100", "node": "pve1", "name": "web-01", "type": "qemu", "template": "0",
                                 "tags": "prod;web"}  # fmt: skip
     assert info["lxc/200"] == {"id": "lxc/200", "node": "pve2", "name": "dns-01", "type": "lxc", "template": "0",

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
+
+from pve_exporter.collect.known import KnownGuest
 
 Kind = Literal["gauge", "counter", "untyped"]
 LabelValues = tuple[str, ...]
@@ -83,6 +86,8 @@ class Shared:
     resources: Sequence[Mapping[str, Any]] | None
     nodes: tuple[NodeRef, ...] = ()
     pve_cluster_name: str | None = None  # the name PVE itself reports (absent on a standalone node)
+    # Last known name/template/tags per guest id, kept by the poller across cycles (collect/known.py).
+    known_guests: Mapping[str, KnownGuest] = field(default_factory=lambda: MappingProxyType({}))
 
     def online_nodes(self) -> list[str]:
         return [n.name for n in self.nodes if n.online]

@@ -7,7 +7,8 @@
 
 Fixes over prometheus-pve-exporter: QEMU `disk` (always 0 in PVE) is not published as usage;
 HA and lock enums are emitted only for guests that are HA-managed or locked (bounded series);
-`tags` and `content` are sorted so label values do not churn.
+`tags` and `content` are sorted so label values do not churn; a guest on an offline node keeps
+pve_guest_info with its last known name, template and tags (PPE gives it an empty name).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
+from pve_exporter.collect.known import KnownGuest, guest_identity
 from pve_exporter.collect.status import UP_HELP
-from pve_exporter.pve.values import flag, num, sorted_csv, split_tags, text
+from pve_exporter.pve.values import flag, num, sorted_csv, text
 
 GUEST_HA_STATES = (
     "stopped", "request_stop", "request_start", "request_start_balance", "started",
@@ -122,9 +124,16 @@ def _enum(builder: FamilyBuilder, rid: str, states: Sequence[str], current: str 
 
 
 def parse_resources(
-    rows: Sequence[Mapping[str, Any]], *, all_enum_states: bool = False, include_up: bool = True
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    all_enum_states: bool = False,
+    include_up: bool = True,
+    known: Mapping[str, KnownGuest] | None = None,
 ) -> list[Family]:
-    """All families derived from /cluster/resources rows (pools, sdn and network rows are ignored)."""
+    """All families derived from /cluster/resources rows (pools, sdn and network rows are ignored).
+
+    `known`: the last known identity per guest id, for rows that lack status data."""
+    known = known or {}
     b = _builders(all_enum_states)
     for row in rows:
         kind = row.get("type")
@@ -157,18 +166,12 @@ def parse_resources(
                 b[gauge].add(one, v)
             _enum(b["ha"], rid, GUEST_HA_STATES, text(row.get("hastate")), all_enum_states)
             _enum(b["lock"], rid, LOCK_STATES, text(row.get("lock")), all_enum_states)
-            if "name" in row or "template" in row:  # a guest on a long-dead node has neither (§7.3)
-                b["guest_info"].add(
-                    (
-                        rid,
-                        text(row.get("node")) or "",
-                        text(row.get("name")) or "",
-                        str(kind),
-                        "1" if flag(row.get("template")) else "0",
-                        ";".join(split_tags(row.get("tags"))),
-                    ),
-                    1.0,
-                )
+            # Every listed guest keeps its info series, also on a dead node (status "unknown", no
+            # name or template: §7.3), with the last known values, so joins still find it.
+            ident = guest_identity(row, known.get(rid))
+            b["guest_info"].add(
+                (rid, text(row.get("node")) or "", ident.name, str(kind), ident.template, ident.tags), 1.0
+            )
         elif kind == "node":
             b["mem_size"].add(one, num(row.get("maxmem")))
             b["mem_usage"].add(one, num(row.get("mem")))
@@ -195,6 +198,14 @@ def parse_resources(
                 ),
                 1.0,
             )
+        elif kind == "pool":
+            # `/pool/NAME` aggregates (sums, max uptime, maxcpu-weighted cpu), only while a member
+            # runs (pve-api.md §2.3.4); prometheus-pve-exporter publishes them under the same id.
+            b["cpu_ratio"].add(one, num(row.get("cpu")))
+            b["cpu_limit"].add(one, num(row.get("maxcpu")))
+            b["mem_size"].add(one, num(row.get("maxmem")))
+            b["mem_usage"].add(one, num(row.get("mem")))
+            b["uptime"].add(one, num(row.get("uptime")))
     return build_all(b.values())
 
 
@@ -203,6 +214,6 @@ def make_collector(all_enum_states: bool = False) -> Collector:
         return []
 
     def parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
-        return parse_resources(shared.resources or [], all_enum_states=all_enum_states)
+        return parse_resources(shared.resources or [], all_enum_states=all_enum_states, known=shared.known_guests)
 
     return Collector("resources", "fast", plan, parse, needs_resources=True)

@@ -9,18 +9,27 @@ pve_node_info{cluster="prod",id="node/pve1",level="c",name="pve1",nodeid="1"} 1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, NodeRef, Request, Shared, build_all
+from pve_exporter.collect.known import KnownGuest, remember_guests
 from pve_exporter.pve.values import flag, integer, text
 
 UP_HELP = "Node/VM/CT-Status is online/running"
 
 
 def make_shared(
-    cluster: str, status: Sequence[Mapping[str, Any]] | None, resources: Sequence[Mapping[str, Any]] | None
+    cluster: str,
+    status: Sequence[Mapping[str, Any]] | None,
+    resources: Sequence[Mapping[str, Any]] | None,
+    known_guests: Mapping[str, KnownGuest] | None = None,
 ) -> Shared:
-    """Node list from /cluster/status (has ip and online); falls back to resources' node entries."""
+    """Node list from /cluster/status (has ip and online); falls back to resources' node entries.
+
+    `known_guests` is the previous cycle's guest memory; the result carries it updated with these
+    resources (the caller keeps `shared.known_guests` for the next cycle).
+    """
     nodes: list[NodeRef] = []
     pve_name = None
     if status:
@@ -43,7 +52,10 @@ def make_shared(
             if row.get("type") == "node" and row.get("node"):
                 nodes.append(NodeRef(str(row["node"]), row.get("status") == "online", None, None, False))
     nodes.sort(key=lambda n: n.name)
-    return Shared(cluster, status, resources, tuple(nodes), pve_name)
+    known = remember_guests(known_guests or {}, resources)
+    if not isinstance(known, MappingProxyType):
+        known = MappingProxyType(dict(known))
+    return Shared(cluster, status, resources, tuple(nodes), pve_name, known)
 
 
 def parse_cluster_status(status: Sequence[Mapping[str, Any]]) -> list[Family]:
