@@ -55,8 +55,8 @@ def test_guest_psi_strings_for_lxc_numbers_for_qemu_running_only():
     lxc = [{"vmid": 200, "type": "lxc", "status": "running", "pressurecpusome": "0.25", "pressureiosome": None,
             "swap": 0, "maxswap": 536870912}]  # fmt: skip
     s = flat(parse_guest_lists([("pve1", qemu)], [("pve1", lxc)]))
-    assert s[("pve_guest_pressure_cpu_some_ratio", ("qemu/100",))] == 0.12
-    assert s[("pve_guest_pressure_cpu_some_ratio", ("lxc/200",))] == 0.25
+    assert s[("pve_guest_pressure_cpu_some_ratio", ("qemu/100",))] == 0.0012  # PVE percent → ratio
+    assert s[("pve_guest_pressure_cpu_some_ratio", ("lxc/200",))] == 0.0025
     assert ("pve_guest_pressure_io_some_ratio", ("lxc/200",)) not in s  # null: unknown, not 0
     assert ("pve_guest_pressure_cpu_some_ratio", ("qemu/101",)) not in s
     assert s[("pve_guest_balloon_actual_bytes", ("qemu/100",))] == 4294967296
@@ -179,6 +179,6 @@ def test_node_pressure_newest_bucket_with_the_source():
              {"time": 180, "maxcpu": 16}]  # the newest bucket has no value yet  # fmt: skip
     rows8 = [{"time": 60, "cpu": 0.1, "loadavg": 0.5}]
     s = flat(parse_node_pressure([("pve1", rows9), ("pve2", rows8)]))
-    assert s[("pve_node_pressure_cpu_some_ratio", ("node/pve1",))] == 0.125
-    assert s[("pve_node_pressure_io_some_ratio", ("node/pve1",))] == 0.25
+    assert s[("pve_node_pressure_cpu_some_ratio", ("node/pve1",))] == 0.00125  # PVE percent → ratio
+    assert s[("pve_node_pressure_io_some_ratio", ("node/pve1",))] == 0.0025
     assert not [k for k in s if k[1] == ("node/pve2",)]  # PVE 8: no PSI data sources, nothing published

@@ -1,11 +1,12 @@
 """`GET /nodes/{node}/qemu?full=1` and `GET /nodes/{node}/lxc`, one call each per online node.
 
     pvesh get /nodes/pve1/qemu --full 1
-    # HELP pve_guest_pressure_cpu_some_ratio PSI cpu some avg10 of the guest's cgroup (PVE 9)
-    pve_guest_pressure_cpu_some_ratio{cluster="prod",id="qemu/100"} 0.12
+    # HELP pve_guest_pressure_cpu_some_ratio Share of time (0-1) some tasks of the guest stalled on cpu (PSI avg10)
+    pve_guest_pressure_cpu_some_ratio{cluster="prod",id="qemu/100"} 0.0012
 
 These lists are live (unlike /cluster/resources, which lags ~10 s) and carry what the resources
-view lacks: PSI pressure (PVE 9; strings for LXC), swap for containers, and for QEMU in full mode
+view lacks: PSI pressure (PVE 9; avg10 percentages, numbers for QEMU and strings for LXC, published
+divided by 100 as 0-1 ratios), swap for containers, and for QEMU in full mode
 the per-NIC, per-disk and balloon data that the InfluxDB output needs (full mode is asked only
 when that output is configured; `pve_guest_balloon_actual_bytes` needs it). O(nodes), never O(guests).
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from pve_exporter.collect.base import CacheView, Collector, Family, FamilyBuilder, Request, Shared, build_all
 from pve_exporter.collect.node_status import node_payloads
-from pve_exporter.pve.values import num, text
+from pve_exporter.pve.values import num, percent_ratio, text
 
 PRESSURES = (
     ("pressurecpusome", "cpu_some"), ("pressurecpufull", "cpu_full"),
@@ -26,12 +27,17 @@ PRESSURES = (
 )  # fmt: skip
 
 
+def _psi_help(name: str) -> str:
+    resource, kind = name.split("_")
+    who = "some tasks" if kind == "some" else "all non-idle tasks"
+    return f"Share of time (0-1) {who} of the guest stalled on {resource} (PSI {kind} avg10; PVE 9+, running guests)"
+
+
 def parse_guest_lists(qemu: list[tuple[str, Any]], lxc: list[tuple[str, Any]]) -> list[Family]:
     g = "gauge"
     psi = {
         field: FamilyBuilder(
-            f"pve_guest_pressure_{name}_ratio", g,
-            f"PSI {name.replace('_', ' ')} avg10 of the guest's cgroup (PVE 9 and later, running guests)", ("id",))
+            f"pve_guest_pressure_{name}_ratio", g, _psi_help(name), ("id",))
         for field, name in PRESSURES
     }  # fmt: skip
     swap_size = FamilyBuilder("pve_guest_swap_size_bytes", g, "Configured swap of the container", ("id",))
@@ -55,7 +61,7 @@ def parse_guest_lists(qemu: list[tuple[str, Any]], lxc: list[tuple[str, Any]]) -
                 running = row.get("status") == "running"
                 if running:
                     for field, _ in PRESSURES:
-                        psi[field].add(rid, num(row.get(field)))
+                        psi[field].add(rid, percent_ratio(row.get(field)))
                 if kind == "lxc":
                     swap_size.add(rid, num(row.get("maxswap")))
                     swap_used.add(rid, num(row.get("swap")))

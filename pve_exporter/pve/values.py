@@ -47,6 +47,13 @@ def integer(value: Any) -> int | None:
     return None if f is None else int(f)
 
 
+def percent_ratio(value: Any) -> float | None:
+    """A PVE percentage as a 0–1 ratio: PSI `pressure*` fields are kernel avg10 percentages
+    (`1.30` = 1.3 % of the time stalled), numbers for QEMU and RRD rows, strings for LXC."""
+    f = num(value)
+    return None if f is None else f / 100.0
+
+
 def flag(value: Any) -> bool | None:
     """PVE booleans: 0/1 ints, "1"/"0"/"" strings, real true/false; None when absent."""
     if value is None:
