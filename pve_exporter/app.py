@@ -266,15 +266,15 @@ async def _metrics_response(request: web.Request, selection: list[str]) -> web.S
     """The pre-rendered page (gzip: joined from parts compressed at render time) and the small
     self-metrics part; nothing is rendered or compressed as a whole per scrape."""
     daemon = request.app[DAEMON]
-    gz = _wants_gzip(request)
-    own = render(daemon.stats.families(selection))
     resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
-    if gz:
+    if _wants_gzip(request):
         # One gzip stream: the cached, pre-compressed parts plus the self-metrics part.
+        own = render(daemon.stats.families(selection))
         chunks = [daemon.exposition.gzipped(selection, extra=Part.of(own))]
         resp.headers["Content-Encoding"] = "gzip"
     else:
-        chunks = [daemon.exposition.body(selection), own]
+        page = await daemon.exposition.plain(selection)  # inflated in a worker thread, kept per snapshot
+        chunks = [page, render(daemon.stats.families(selection))]
     resp.content_length = sum(len(c) for c in chunks)
     await resp.prepare(request)
     for c in chunks:
@@ -296,7 +296,7 @@ def _unknown_cluster(name: str, known: list[str], param: str) -> web.Response:
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     known = sorted(daemon.clusters)
-    wanted = request.query.getall("cluster", [])
+    wanted = list(dict.fromkeys(request.query.getall("cluster", [])))  # each once, in the order asked
     if not wanted:
         return await _metrics_response(request, known)
     for name in wanted:

@@ -84,3 +84,49 @@ def test_gzip_join_is_one_standard_member():
     assert d.decompress(out) == b"".join(datas)
     assert d.eof and not d.unused_data  # a single member: clients that stop after one read it all
     assert gzip.decompress(join([])) == b""
+
+
+# -- issue 11 item 21: selection, page cache key, prepared entries ---------------------------------
+
+
+def test_a_cluster_selected_twice_is_served_once():
+    e = Exposition()
+    e.update(snap("a", [UP]))
+    e.update(snap("b", [NET]))
+    assert e.body(["a", "a"]) == e.body(["a"])
+    assert gzip.decompress(e.gzipped(["b", "a", "b"])) == e.body(["a", "b"])
+
+
+def test_a_rebuilt_poller_restarting_at_seq_1_never_gets_the_old_page():
+    """A reload rebuilds a poller: its sequence numbers start again at 1, the page must still change."""
+    e = Exposition()
+    e.update(snap("a", [UP], seq=1))
+    before = e.gzipped(["a"])
+    assert b"pve_up" in gzip.decompress(before)
+    e.update(snap("a", [NET], seq=1))  # the new poller's first snapshot
+    after = gzip.decompress(e.gzipped(["a"]))
+    assert b"pve_network_receive_bytes_total" in after and b"pve_up" not in after
+    assert b"pve_up" not in e.body(["a"])
+
+
+def test_a_prepared_page_is_matched_by_snapshot_not_by_seq():
+    e = Exposition()
+    old = snap("a", [UP], seq=3)
+    e.prepare(old)  # an old poller's cycle, cancelled before its swap
+    new = snap("a", [NET], seq=3)  # the rebuilt poller's snapshot with the same seq
+    e.update(new)
+    assert b"pve_up" not in e.body(["a"]) and b"pve_network_receive_bytes_total" in e.body(["a"])
+
+
+def test_prepared_entries_are_bounded_per_cluster_and_dropped_on_remove():
+    e = Exposition()
+    for seq in range(1, 50):  # cycles cancelled after prepare, before store.put
+        e.prepare(snap("a", [UP], seq=seq))
+    e.prepare(snap("b", [UP]))
+    assert len(e._prepared) == 2
+    last = snap("a", [NET], seq=50)
+    e.prepare(last)
+    e.update(last)
+    assert set(e._prepared) == {"b"}
+    e.remove("b")
+    assert e._prepared == {}

@@ -7,8 +7,10 @@ label first; no sample carries a timestamp.
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import itertools
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 
 from pve_exporter.collect.base import Family
@@ -81,52 +83,89 @@ class RenderedCluster:
     """One cluster's families, each compressed once at render time as (header, samples) parts.
 
     Only the compressed form is kept (about a tenth of the text). A gzip scrape, what Prometheus
-    sends, joins parts into one gzip stream; a plain scrape decompresses that.
+    sends, joins parts into one gzip stream; a plain scrape inflates that in a worker thread.
+    `gen` is process-wide and never repeats: a poller rebuilt by a reload starts its `seq` at 1
+    again, so `seq` cannot tell two renderings apart.
     """
 
-    __slots__ = ("parts", "seq")
+    __slots__ = ("gen", "parts")
 
     def __init__(self, snap: Snapshot) -> None:
-        self.seq = snap.seq
+        self.gen = next(_generation)
         self.parts: dict[str, tuple[Part, Part]] = {
             f.name: (Part.of(header(f).encode()), Part.of(render_samples(f, snap.cluster).encode()))
             for f in snap.families
         }
 
 
+_generation = itertools.count(1)  # next() on a count is atomic under the GIL: safe from worker threads
+
+
+def _inflate(deflate: bytes) -> bytes:
+    """Joined parts (sync-flushed raw deflate without a final block) back to text; runs off the loop."""
+    return zlib.decompressobj(-15).decompress(deflate)
+
+
+Key = tuple[str, ...]
+
+
 class Exposition:
     """Holds the rendered clusters and serves any selection of them, grouped by family."""
 
     MAX_CACHED = 16  # distinct ?cluster= selections whose joined page is kept
+    MAX_PLAIN_BYTES = 64 << 20  # plain pages kept for plain-text scrapers (the newest is always kept)
 
     def __init__(self) -> None:
         self._clusters: dict[str, RenderedCluster] = {}
-        self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], gzipjoin.Joined]] = {}
-        self._prepared: dict[tuple[str, int], RenderedCluster] = {}
+        self._cache: dict[Key, tuple[tuple[int, ...], gzipjoin.Joined]] = {}
+        self._plain: dict[Key, tuple[tuple[int, ...], bytes]] = {}
+        self._plain_lock = asyncio.Lock()
+        # At most one per cluster: a cycle cancelled between prepare and its swap leaves one behind,
+        # which the cluster's next prepare replaces and remove() drops.
+        self._prepared: dict[str, tuple[Snapshot, RenderedCluster]] = {}
 
     def prepare(self, snap: Snapshot) -> None:
         """Snapshot preparer (poller's worker thread): render and compress before the swap."""
-        self._prepared[(snap.cluster, snap.seq)] = RenderedCluster(snap)
+        self._prepared[snap.cluster] = (snap, RenderedCluster(snap))
 
     def update(self, snap: Snapshot) -> None:
         """Snapshot listener: swap in what `prepare` rendered (or render now), so scrapes never pay."""
-        rendered = self._prepared.pop((snap.cluster, snap.seq), None) or RenderedCluster(snap)
-        for key in list(self._prepared):  # list(): other pollers' threads may add meanwhile
-            if key[0] == snap.cluster and key[1] < snap.seq:
-                self._prepared.pop(key, None)
+        got = self._prepared.get(snap.cluster)
+        if got is not None and got[0] is snap:
+            rendered = got[1]
+            if self._prepared.get(snap.cluster) is got:  # a worker thread may have put a newer one
+                self._prepared.pop(snap.cluster, None)
+        else:
+            rendered = RenderedCluster(snap)
         self._clusters[snap.cluster] = rendered
+        self._drop_plain(snap.cluster)
 
     def remove(self, cluster: str) -> None:
         self._clusters.pop(cluster, None)
+        self._prepared.pop(cluster, None)
         self._cache.clear()
+        self._drop_plain(cluster)
+
+    def _drop_plain(self, cluster: str) -> None:
+        """Plain pages are big: free those that include a changed cluster now, not at the next scrape."""
+        for key in [k for k in self._plain if cluster in k]:
+            del self._plain[key]
 
     def clusters(self) -> list[str]:
         return sorted(self._clusters)
 
+    @staticmethod
+    def _key(selection: Sequence[str]) -> Key:
+        """The selection as a cache key: sorted, each cluster once (`?cluster=a&cluster=a` is `a`)."""
+        return tuple(sorted(set(selection)))
+
+    def _version(self, key: Key) -> tuple[int, ...]:
+        return tuple(self._clusters[c].gen if c in self._clusters else -1 for c in key)
+
     def parts(self, selection: Sequence[str]) -> list[Part]:
         """Each family's header once, then its samples from every selected cluster (the text format
         wants a family's lines together)."""
-        rendered = [self._clusters[c] for c in sorted(selection) if c in self._clusters]
+        rendered = [self._clusters[c] for c in self._key(selection) if c in self._clusters]
         out: list[Part] = []
         for name in sorted({n for r in rendered for n in r.parts}):
             head = None
@@ -140,20 +179,46 @@ class Exposition:
                 out.append(part[1])
         return out
 
-    def gzipped(self, selection: Sequence[str], extra: Part | None = None) -> bytes:
-        """The page as one gzip stream. The selection's joined parts are cached until one of its
-        clusters changes; `extra` (the self-metrics, new every scrape) is appended to that."""
-        key = tuple(sorted(selection))
-        version = tuple(self._clusters[c].seq if c in self._clusters else -1 for c in key)
+    def _joined(self, key: Key) -> tuple[tuple[int, ...], gzipjoin.Joined]:
+        """The selection's parts strung together, cached until one of its clusters changes."""
+        version = self._version(key)
         hit = self._cache.get(key)
         if hit is None or hit[0] != version:
             hit = (version, gzipjoin.concat(self.parts(key)))
             if len(self._cache) >= self.MAX_CACHED and key not in self._cache:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = hit
-        return gzipjoin.finish(hit[1], extra) if extra is not None else gzipjoin.finish(hit[1])
+        return version, hit[1]
+
+    def gzipped(self, selection: Sequence[str], extra: Part | None = None) -> bytes:
+        """The page as one gzip stream; `extra` (the self-metrics, new every scrape) is appended."""
+        joined = self._joined(self._key(selection))[1]
+        return gzipjoin.finish(joined, extra) if extra is not None else gzipjoin.finish(joined)
 
     def body(self, selection: Sequence[str], *, gzipped: bool = False) -> bytes:
-        """The same page, plain (decompressed) unless `gzipped`."""
-        gz = self.gzipped(selection)
-        return gz if gzipped else gzip.decompress(gz)
+        """The same page, plain unless `gzipped` (synchronous: tests and tools; scrapes use `plain`)."""
+        joined = self._joined(self._key(selection))[1]
+        return gzipjoin.finish(joined) if gzipped else _inflate(joined.deflate)
+
+    async def plain(self, selection: Sequence[str]) -> bytes:
+        """The plain page for a scrape without gzip: inflated in a worker thread (tens of MB at
+        reference scale) and kept until one of its clusters changes, so repeated plain scrapes of
+        one snapshot pay once and the event loop never does."""
+        key = self._key(selection)
+        async with self._plain_lock:  # concurrent plain scrapes of one page inflate it once
+            version, joined = self._joined(key)
+            hit = self._plain.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+            text = await asyncio.to_thread(_inflate, joined.deflate)
+            if self._version(key) == version:  # still current (no swap meanwhile): keep it
+                self._plain[key] = (version, text)
+                self._trim_plain(key)
+            return text
+
+    def _trim_plain(self, newest: Key) -> None:
+        total = sum(len(t) for _, t in self._plain.values())
+        for key in [k for k in self._plain if k != newest]:
+            if total <= self.MAX_PLAIN_BYTES:
+                break
+            total -= len(self._plain.pop(key)[1])
