@@ -23,6 +23,7 @@ from pve_exporter.control.plane import ControlPlane
 from pve_exporter.export.gzipjoin import Part
 from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
+from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
 from pve_exporter.poller import NodeRouting, Poller, PollerTiming
 from pve_exporter.pve.client import PveClient
@@ -314,6 +315,11 @@ async def handle_pve(request: web.Request) -> web.StreamResponse:
         host_ports = {e.split("://", 1)[1] for e in rt.cfg.endpoints}  # host:port, as PPE users write it
         hosts = {hp.rsplit(":", 1)[0].strip("[]") for hp in host_ports}
         if target == name or target in hosts or target in host_ports or target in rt.cfg.endpoints:
+            # PPE's contract: a scrape of a cluster without fresh data fails, so `up` tells the truth.
+            fast = {c.name for c in rt.poller.collectors if c.tier == "fast"}
+            reason = no_fresh_data(name, daemon.store.get(name), fast)
+            if reason is not None:
+                return web.Response(status=503, text=reason + "\n")
             return await _metrics_response(request, [name])
     return _unknown_cluster(target, known, "target")
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from aiohttp.test_utils import TestClient, TestServer
+
+from pve_exporter.app import build_app
 from pve_exporter.collect.known import KnownGuest, guest_identity, remember_guests
 from pve_exporter.collect.resources import parse_resources
 from pve_exporter.collect.status import make_shared
+from pve_exporter.freshness import no_fresh_data
+from pve_exporter.snapshot import CollectorResult, Snapshot
 from tests.simharness import cycle, series, sim_daemon
 
 ALIVE = {"id": "qemu/100", "type": "qemu", "vmid": 100, "node": "pve3", "status": "running", "name": "db-01",
@@ -105,3 +110,68 @@ async def test_node_down_keeps_guest_info_with_names_and_the_guest_down_join_fin
     # (pve_guest_info * on(id) group_left(name) pve_up) == 0: every guest of the dead node is in it.
     down = {rid for rid in info if up.get(rid) == 0.0}
     assert set(names) <= down
+
+
+# -- /pve?target= answers 503 while the cluster has no fresh data ---------------------------------
+
+
+def snapshot(reachable: bool, *results: CollectorResult) -> Snapshot:
+    return Snapshot("lab", 1, 0.0, 0.0, reachable, None, (), MappingProxyType({r.name: r for r in results}))
+
+
+def failing(name: str, *, stale: bool = False) -> CollectorResult:
+    return CollectorResult(name, False, stale, 0.1, "http_error", "HTTP 500:\nboom")
+
+
+OK = CollectorResult("status", True, False, 0.1)
+OK_SLOW = CollectorResult("subscription", True, False, 0.1)
+FAST = {"status", "resources", "guests"}
+
+
+def test_fresh_when_reached_and_some_fast_collector_has_data() -> None:
+    assert no_fresh_data("lab", snapshot(True, OK, failing("resources")), FAST) is None
+    assert no_fresh_data("lab", snapshot(True, failing("status", stale=True), failing("resources")), FAST) is None
+    # a failing slow collector never makes the cluster stale
+    assert no_fresh_data("lab", snapshot(True, OK, failing("subscription")), FAST) is None
+
+
+def test_no_fresh_data_reasons_are_one_line() -> None:
+    reasons = [
+        no_fresh_data("lab", None, FAST),
+        no_fresh_data("lab", snapshot(False, failing("resources", stale=True), OK), FAST),
+        no_fresh_data("lab", snapshot(True, failing("status"), failing("resources"), OK_SLOW), FAST),
+    ]
+    assert all(r is not None and "\n" not in r and "'lab'" in r for r in reasons), reasons
+    assert "first collection cycle" in str(reasons[0])
+    assert "not reached" in str(reasons[1]) and "http_error: HTTP 500: boom" in str(reasons[1])
+    assert "every fast collector" in str(reasons[2])
+
+
+async def test_pve_target_503_while_the_api_is_down_and_metrics_keeps_serving() -> None:
+    async with (
+        sim_daemon(clusters=(("lab", 2, 2), ("prod", 2, 2))) as (daemon, sim, _server),
+        TestClient(TestServer(build_app(daemon))) as client,
+    ):
+        r = await client.get("/pve?target=lab&cluster=1&node=1")
+        assert r.status == 503 and r.content_type == "text/plain"
+        assert "first collection cycle" in await r.text()
+        await cycle(daemon, "lab")
+        await cycle(daemon, "prod")
+        r = await client.get("/pve?target=lab&cluster=1&node=1")
+        assert r.status == 200 and 'pve_up{cluster="lab",id="node/pve1"} 1' in await r.text()
+
+        sim.cluster("lab").add_fault("http_error", path="/cluster/resources", status=500, message="boom")
+        await cycle(daemon, "lab")
+        await cycle(daemon, "prod")
+        r = await client.get("/pve?target=lab&cluster=1&node=1")
+        text = await r.text()
+        assert r.status == 503 and text.count("\n") == 1 and "not reached" in text, text
+        assert (await client.get("/pve?target=prod")).status == 200  # the other cluster is unaffected
+        r = await client.get("/metrics?cluster=lab")  # partial data, and the self-metric says so
+        body = await r.text()
+        assert r.status == 200 and 'pve_guest_info{cluster="lab"' in body
+        assert 'pve_exporter_cluster_up{cluster="lab"} 0' in body
+
+        sim.cluster("lab").clear_faults()
+        await cycle(daemon, "lab")
+        assert (await client.get("/pve?target=lab")).status == 200
