@@ -202,6 +202,34 @@ async def test_v2_write_goes_through_influxdb_client_with_precision_s_and_gzip(s
     assert req.lines == snapshot_to_lines(s)
 
 
+async def test_v2_posts_the_gzipped_batch_as_it_is(sink, tmp_path, monkeypatch):
+    """Issue 11 item 7: no inflate and level-9 recompression of every v2 batch on the event loop."""
+    from pve_exporter.export.influx_sink import V2Sink
+
+    body = gzip.compress(b"system,object=nodes,host=pve1 uptime=1 1767225600\n", 1)
+    touched: list[str] = []
+
+    def forbidden(name: str):
+        def call(*a: Any, **kw: Any) -> bytes:
+            touched.append(name)
+            raise AssertionError(f"gzip.{name} called while sending")
+        return call
+
+    monkeypatch.setattr(gzip, "compress", forbidden("compress"))
+    monkeypatch.setattr(gzip, "decompress", forbidden("decompress"))
+    v2 = V2Sink(cfg(sink.url, None, api="v2"))
+    try:
+        outcome = await v2.write(body)
+    finally:
+        await v2.close()
+        monkeypatch.undo()
+    assert outcome.ok and touched == []
+    (req,) = sink.attempts
+    assert req.headers["Content-Encoding"] == "gzip" and req.headers["Authorization"] == f"Token {TOKEN}"
+    assert req.query == {"org": "proxmox", "bucket": "pve", "precision": "s"}
+    assert req.lines == ["system,object=nodes,host=pve1 uptime=1 1767225600"]
+
+
 async def test_batches_are_bounded_by_bytes_and_keep_the_order(sink, tmp_path):
     w = writer(cfg(sink.url, tmp_path, batch_bytes=1024))
     await w.start()
