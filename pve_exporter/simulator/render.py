@@ -421,10 +421,11 @@ def node_version(c: SimCluster) -> Json:
 
 
 def _pressure(g: SimGuest, now: float, as_string: bool) -> Json:
+    """PSI avg10 of the guest's cgroup: a kernel percentage (0-100), mostly low (ProcFSTools::parse_pressure)."""
     bucket = int(now // 10)
     out: Json = {}
     for i, key in enumerate(_PRESSURE_KEYS):
-        value = round(0.4 * jitter(g.vmid, 100 + i, bucket) ** 3, 2)
+        value = round(40.0 * jitter(g.vmid, 100 + i, bucket) ** 3, 2)
         out[key] = f"{value:.2f}" if as_string else value
     return out
 

@@ -43,9 +43,10 @@ def _node_rrddata(ctx: Ctx) -> Any:
                        memused=float(node.mem_used(t)), swapused=0.0, rootused=float(node.rootfs_used),
                        netin=12345.6 * (0.5 + j), netout=2345.6 * (0.5 + j))  # fmt: skip
             if pve9:
+                # PSI avg10 of /proc/pressure/* as pvestatd stores it: percentages (0-100).
                 row.update(memavailable=float(node.maxmem - node.mem_used(t)), arcsize=0.0,
-                           pressurecpusome=round(0.2 * j, 4), pressureiosome=round(0.05 * j, 4),
-                           pressureiofull=round(0.02 * j, 4), pressurememorysome=0.0,
+                           pressurecpusome=round(20.0 * j, 4), pressureiosome=round(5.0 * j, 4),
+                           pressureiofull=round(2.0 * j, 4), pressurememorysome=0.0,
                            pressurememoryfull=0.0)  # fmt: skip
         out.append(row)
     return out
