@@ -32,18 +32,11 @@ import structlog
 from simproc import machine
 
 from pve_exporter.app import Daemon
+from pve_exporter.clock import ManualClock
 from pve_exporter.settings import Settings
 from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
 
 CONFIG_SUFFIX = "/{vmid}/config"
-
-
-class ManualClock:
-    def __init__(self, t: float = 1_767_225_600.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def split(requests: Counter[str]) -> tuple[int, int]:
@@ -64,7 +57,7 @@ async def measure(nodes: int, gpn: int, latency_ms: float, interval: float, cap:
         settings = Settings(listen="127.0.0.1:0", clusters=[cfg],
                             collect={"config_max_per_cycle": cap, "config_refresh_seconds": refresh,
                                      "slow_interval_factor": slow_factor})  # fmt: skip
-        daemon = Daemon(settings, autostart=False, clock=clock)
+        daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)
         await daemon.start()
         poller = daemon.clusters["bench"].poller
         try:

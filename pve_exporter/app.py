@@ -25,7 +25,7 @@ from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
-from pve_exporter.poller import NodeRouting, Poller, PollerTiming
+from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
@@ -35,6 +35,31 @@ from pve_exporter.webconfig import BasicAuth, WebConfig, basic_auth_middleware
 log = structlog.get_logger("pve_exporter.app")
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+# Keys a reload cannot apply to a running daemon: reported (log + metric), never dropped silently.
+RESTART_KEYS = (
+    "listen",
+    "web_config_file",
+    "logging.level",
+    "logging.format",
+    "collect.max_concurrency_total",
+    "control.enabled",
+    "control.history_db",
+    "control.max_body_bytes",
+)
+
+
+def _setting(settings: Settings, key: str) -> object:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def restart_required(running: Settings, configured: Settings) -> tuple[str, ...]:
+    """The RESTART_KEYS whose configured value differs from the one the daemon started with."""
+    return tuple(k for k in RESTART_KEYS if _setting(running, k) != _setting(configured, k))
 
 
 class ClusterRuntime:
@@ -55,13 +80,16 @@ class Daemon:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         config_path: str | None = None,
         autostart: bool = True,
     ):
         self.settings = settings
+        self.boot_settings = settings  # what the keys that need a restart are running with
         self.autostart = autostart  # False in tests: they drive cycles with poller.run_once()
         self.config_path = config_path
-        self.clock = clock
+        self.clock = clock  # wall: exposed timestamps, stored history
+        self.monotonic = monotonic  # schedules, deadlines, ages
         self.store = SnapshotStore()
         self.stats = SelfStats()
         self.exposition = Exposition()
@@ -76,12 +104,15 @@ class Daemon:
         self.control: ControlPlane | None = None  # the control API (settings.control.enabled), made in start()
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
+        self.restart_required: tuple[str, ...] = ()
+        self._reload_lock = asyncio.Lock()  # SIGHUP and POST /api/v1/reload: one transaction at a time
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
 
-    def _collectors(self) -> tuple[Collector, ...]:
-        c = self.settings.collect
+    def _collectors(self, settings: Settings | None = None) -> tuple[Collector, ...]:
+        settings = settings or self.settings
+        c = settings.collect
         return build_collectors(
             all_enum_states=c.all_enum_states,
             config_max_per_cycle=c.config_max_per_cycle,
@@ -89,11 +120,22 @@ class Daemon:
             guest_agent=c.guest_agent_filesystems,
             guest_agent_max_per_cycle=c.guest_agent_max_per_cycle,
             guest_agent_refresh_seconds=c.guest_agent_refresh_seconds,
-            node_storage_details=self.settings.influxdb is not None,  # feeds the InfluxDB storage points
-            qemu_full_status=c.qemu_full_status or self.settings.influxdb is not None,
+            node_storage_details=settings.influxdb is not None,  # feeds the InfluxDB storage points
+            qemu_full_status=c.qemu_full_status or settings.influxdb is not None,
         )
 
-    def _build(self, cfg: ClusterSettings) -> ClusterRuntime:
+    def _poller_config(self, cfg: ClusterSettings, settings: Settings) -> PollerConfig:
+        timing = PollerTiming(
+            interval=cfg.interval_seconds,
+            timeout=cfg.timeout_seconds,
+            stale_after=cfg.stale_after,
+            slow_factor=settings.collect.slow_interval_factor,
+        )
+        return PollerConfig(self._collectors(settings), timing, keep_raw=settings.influxdb is not None)
+
+    def _build(self, cfg: ClusterSettings, settings: Settings | None = None) -> ClusterRuntime:
+        """Make (not start) a cluster's client and poller; raises on a bad CA file and the like."""
+        settings = settings or self.settings
         client = PveClient(
             cfg.endpoints,
             cfg.token_id,
@@ -104,14 +146,10 @@ class Daemon:
             max_concurrency=cfg.max_concurrency,
             observer=self.stats.observer(cfg.name),
             clock=self.clock,
+            monotonic=self.monotonic,
             global_limit=self._global_limit,
         )
-        timing = PollerTiming(
-            interval=cfg.interval_seconds,
-            timeout=cfg.timeout_seconds,
-            stale_after=cfg.stale_after,
-            slow_factor=self.settings.collect.slow_interval_factor,
-        )
+        pc = self._poller_config(cfg, settings)
         first = urlsplit(cfg.endpoints[0])
         routing = NodeRouting(
             enabled=cfg.direct_node_calls,
@@ -120,30 +158,42 @@ class Daemon:
             port=first.port or 8006,
         )
         poller = Poller(
-            cfg.name, client, self._collectors(), self.store, self.stats, timing, clock=self.clock, routing=routing,
-            keep_raw=self.settings.influxdb is not None,
+            cfg.name, client, pc.collectors, self.store, self.stats, pc.timing, clock=self.clock,
+            monotonic=self.monotonic, routing=routing, keep_raw=pc.keep_raw,
         )  # fmt: skip
         return ClusterRuntime(cfg, client, poller)
 
-    def _start_one(self, cfg: ClusterSettings) -> None:
-        rt = self._build(cfg)
+    def _run(self, rt: ClusterRuntime) -> None:
+        """Start a built runtime's poll loop (owned by the runtime; `_stop` cancels and awaits it)."""
         if self.autostart:
             # Spread clusters over the interval (stable per name), so their parsing does not pile up.
-            phase = (zlib.crc32(cfg.name.encode()) % 1000) / 1000 * cfg.interval_seconds
-            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"poll-{cfg.name}")
-        self.clusters[cfg.name] = rt
-        log.info("cluster started", cluster=cfg.name, endpoints=cfg.endpoints, interval=cfg.interval_seconds)
+            phase = (zlib.crc32(rt.cfg.name.encode()) % 1000) / 1000 * rt.cfg.interval_seconds
+            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"poll-{rt.cfg.name}")
+        log.info("cluster started", cluster=rt.cfg.name, endpoints=rt.cfg.endpoints, interval=rt.cfg.interval_seconds)
 
-    async def _stop_one(self, name: str, *, forget: bool) -> None:
-        rt = self.clusters.pop(name)
+    def _start_one(self, cfg: ClusterSettings) -> None:
+        rt = self._build(cfg)
+        self.clusters[cfg.name] = rt
+        self._run(rt)
+
+    @staticmethod
+    async def _stop(rt: ClusterRuntime) -> None:
+        """Cancel and await the poll loop (its cycle's requests with it), then close the client."""
         if rt.task is not None:
             rt.task.cancel()
             await asyncio.gather(rt.task, return_exceptions=True)
         await rt.client.close()
+
+    def _forget(self, name: str) -> None:
+        self.store.remove(name)
+        self.exposition.remove(name)
+        self.stats.forget(name)
+
+    async def _stop_one(self, name: str, *, forget: bool) -> None:
+        rt = self.clusters.pop(name)
+        await self._stop(rt)
         if forget:
-            self.store.remove(name)
-            self.exposition.remove(name)
-            self.stats.forget(name)
+            self._forget(name)
 
     async def start(self) -> bool:
         """Start every cluster; False (and nothing done) if already started."""
@@ -186,7 +236,14 @@ class Daemon:
             "When the config was last loaded successfully (Unix time)", (),
         )  # fmt: skip
         ts.add((), self.last_reload_success)
-        return [ok.build(), ts.build()]
+        rr = FamilyBuilder(
+            "pve_exporter_config_restart_required", "gauge",
+            "1 if this config key changed since start and needs a restart to take effect (its old value runs)",
+            ("key",),
+        )  # fmt: skip
+        for key in RESTART_KEYS:
+            rr.add((key,), 1.0 if key in self.restart_required else 0.0)
+        return [ok.build(), ts.build(), rr.build()]
 
     def _influx_families(self, clusters: set[str] | None) -> list[Family]:
         return self.influx.families(clusters) if self.influx is not None else []
@@ -202,47 +259,86 @@ class Daemon:
             await writer.stop()
 
     async def reload(self) -> bool:
-        """Re-read the config file; apply only what changed. A bad file keeps the running config."""
+        """Re-read the config file and apply it as one transaction (SIGHUP and POST /api/v1/reload
+        share a lock): build and validate everything new first, then swap, then stop what was
+        replaced. Any error keeps the whole running set, is logged, and sets the reload metric to 0."""
         if self.config_path is None:
             return False
-        try:
-            new = load_settings(self.config_path)
-        except ConfigError as exc:
-            self.last_reload_ok = False
-            log.error("reload rejected, keeping the running config", error=str(exc))
-            return False
-        logs.register_secrets(new.secrets())
+        async with self._reload_lock:
+            try:
+                new = load_settings(self.config_path)
+            except ConfigError as exc:
+                return self._reload_failed(str(exc))
+            try:
+                return await self._apply(new)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # anything unforeseen: the running set stays, loudly
+                log.exception("reload failed unexpectedly, keeping the running config")
+                return self._reload_failed(f"{type(exc).__name__}: {exc}")
+
+    def _reload_failed(self, reason: str) -> bool:
+        self.last_reload_ok = False
+        log.error("reload rejected, keeping the running config", error=reason)
+        return False
+
+    async def _apply(self, new: Settings) -> bool:
         old = {c.name: c for c in self.settings.clusters}
         fresh = {c.name: c for c in new.clusters}
-        old_influx = self.settings.influxdb
-        old_listen = self.settings.listen
-        old_collect = self.settings.collect
+        changed = [n for n, cfg in fresh.items() if old.get(n) != cfg]
+        # 1. Build everything new aside; nothing running is touched yet.
+        built: dict[str, ClusterRuntime] = {}
+        writer: InfluxWriter | None = None
+        influx_changed = new.influxdb != self.settings.influxdb and self._started
+        try:
+            for name in changed:
+                built[name] = self._build(fresh[name], new)
+            if influx_changed and new.influxdb is not None:
+                writer = self.influx_factory(new.influxdb)
+                await writer.start()
+        except Exception as exc:
+            for rt in built.values():
+                await rt.client.close()
+            if writer is not None:
+                await writer.stop()
+            name = next((n for n in changed if n not in built), None)
+            where = f"cluster {name!r}: " if name is not None and writer is None else ""
+            return self._reload_failed(f"{where}{type(exc).__name__}: {exc}")
+        # 2. Swap: from here on nothing can fail half-way.
+        logs.register_secrets(new.secrets())
         self.settings = new
+        replaced = [self.clusters[n] for n in changed if n in self.clusters]
+        removed = [self.clusters[n] for n in old.keys() - fresh.keys() if n in self.clusters]
+        clusters = {n: rt for n, rt in self.clusters.items() if n in fresh}
+        clusters.update(built)
+        self.clusters = clusters
+        for name in changed:
+            self._run(built[name])
+        for name, rt in clusters.items():
+            if name not in built:  # unchanged clusters take new collect knobs between two cycles
+                rt.poller.reconfigure(self._poller_config(rt.cfg, new))
+        old_writer = None
+        if influx_changed:
+            old_writer, self.influx = self.influx, writer
         if self.control is not None:
             self.control.reconfigure(new.control)
-        if new.influxdb != old_influx and self._started:
-            await self._stop_influx()
-            await self._start_influx()
-        for name in old.keys() - fresh.keys():
-            await self._stop_one(name, forget=True)
-            log.info("cluster removed", cluster=name)
-        if (old_collect, old_influx is None) != (new.collect, new.influxdb is None):
-            # Collector knobs (or the raw payloads the InfluxDB output needs) changed: every running
-            # poller gets the new collector set; its caches carry over, so nothing is lost.
-            for rt in self.clusters.values():
-                rt.poller.collectors = self._collectors()
-                rt.poller.keep_raw = new.influxdb is not None
-        for name, cfg in fresh.items():
-            if name in old and old[name] == cfg:
-                continue
-            if name in self.clusters:
-                await self._stop_one(name, forget=False)
-            self._start_one(cfg)
-        if new.listen != old_listen:
-            log.warning("listen address changes need a restart", running=old_listen, configured=new.listen)
+        # 3. Stop what was replaced (its last snapshot kept serving until the new poller's first cycle).
+        for rt in replaced:
+            await self._stop(rt)
+        for rt in removed:
+            await self._stop(rt)
+            self._forget(rt.cfg.name)
+            log.info("cluster removed", cluster=rt.cfg.name)
+        if old_writer is not None:
+            await old_writer.stop()  # flushes what it still holds to the spool
+        self.restart_required = restart_required(self.boot_settings, new)
+        if self.restart_required:
+            log.warning("config keys changed that need a restart; running with the old values",
+                        keys=list(self.restart_required))  # fmt: skip
         self.last_reload_ok = True
         self.last_reload_success = self.clock()
-        log.info("config reloaded", clusters=sorted(fresh))
+        log.info("config reloaded", clusters=sorted(fresh), changed=sorted(changed),
+                 removed=sorted(rt.cfg.name for rt in removed))  # fmt: skip
         return True
 
     def ready(self) -> bool:
@@ -260,7 +356,23 @@ class Daemon:
 
 
 def _wants_gzip(request: web.Request) -> bool:
-    return "gzip" in request.headers.get("Accept-Encoding", "")
+    """Accept-Encoding with q-values (RFC 9110 §12.5.3): gzip (or x-gzip) unless its q is 0; `*` stands
+    for every coding not named; an unparsable q counts as 0."""
+    named: dict[str, float] = {}
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                digits = value.strip()
+                q = float(digits) if digits.isascii() and digits.replace(".", "", 1).isdigit() else 0.0
+        if coding:
+            named[coding.lower()] = min(max(q, 0.0), 1.0)
+    for coding in ("gzip", "x-gzip"):
+        if coding in named:
+            return named[coding] > 0
+    return named.get("*", 0.0) > 0
 
 
 async def _metrics_response(request: web.Request, selection: list[str]) -> web.StreamResponse:
@@ -342,7 +454,6 @@ def _age(seconds: float | None) -> str:
 
 async def handle_index(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    now = daemon.clock()
     rows = []
     for name in sorted(daemon.clusters):
         snap = daemon.store.get(name)
@@ -353,7 +464,7 @@ async def handle_index(request: web.Request) -> web.Response:
         series = sum(len(f.samples) for f in snap.families)
         failing = [r.name for r in snap.results.values() if not r.ok]
         state = "ok" if snap.reachable and not failing else ("unreachable" if not snap.reachable else "partial")
-        age = _age(now - snap.last_success if snap.last_success else None)
+        age = _age(snap.age(daemon.monotonic()))
         rows.append(
             f"<tr><td>{e}</td><td class='{state}'>{state}</td><td>{age}</td><td>{len(snap.guests)}</td>"
             f"<td>{series}</td><td><a href='metrics?cluster={e}'>metrics</a>"
@@ -455,7 +566,8 @@ async def serve(
     reload_tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
-        t = asyncio.create_task(daemon.reload())
+        # Owned here and awaited before shutdown; reload() logs its own failures and never raises.
+        t = asyncio.create_task(daemon.reload(), name="reload-sighup")
         reload_tasks.add(t)
         t.add_done_callback(reload_tasks.discard)
 
@@ -466,6 +578,8 @@ async def serve(
     log.info("shutting down")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+    if reload_tasks:  # a reload half-way would leave built clients behind: let it finish
+        await asyncio.gather(*reload_tasks, return_exceptions=True)
     await runner.cleanup()
     log.info("stopped")
     return 0

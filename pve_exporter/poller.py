@@ -4,6 +4,10 @@ A cycle fetches /cluster/status and /cluster/resources once, asks every due coll
 paths it needs (`plan`), fetches those concurrently under the cycle deadline, feeds the payloads to
 the pure `parse` functions, and swaps a new Snapshot into the store. A failed fetch keeps the last
 good payload for `stale_after` seconds (the collector is then marked stale), then drops it.
+
+Schedules, staleness and deadlines follow the monotonic clock; the wall clock only stamps what is
+exposed (snapshot and last-success timestamps). Every task a cycle starts is owned by that cycle:
+cancelling the cycle cancels and awaits them, so nothing of a removed cluster runs on.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any
 import structlog
 
 from pve_exporter.collect.base import ApiFailure, CacheView, Collector, Family, NodeRef, Request, Shared
+from pve_exporter.collect.known import KnownGuest
 from pve_exporter.collect.status import make_shared
 from pve_exporter.pve.client import PveClient
-from pve_exporter.pve.errors import PveApiError, PveError, PveTimeoutError
+from pve_exporter.pve.errors import PveApiError, PveError, PveTimeoutError, PveUnreachableError
 from pve_exporter.pve.values import flag, integer, split_tags, text
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.snapshot import CollectorResult, GuestRef, Payload, Snapshot, SnapshotStore
@@ -74,12 +79,79 @@ class NodeRouting:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+class _CycleTasks:
+    """The tasks one cycle started: on exit (normal or cancelled) the unfinished ones are cancelled
+    and awaited, so no request outlives its cycle (or its cluster's client)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Future[Any]] = []
+
+    def spawn(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
+        t = asyncio.ensure_future(aw)
+        self._tasks.append(t)
+        return t
+
+    async def __aenter__(self) -> _CycleTasks:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pending = [t for t in self._tasks if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in self._tasks:  # a failed task's exception is retrieved here, never "never retrieved"
+            if t.done() and not t.cancelled():
+                t.exception()
+
+
+@dataclass(frozen=True, slots=True)
+class PollerConfig:
+    """What a reload may change in a running poller; adopted between cycles, never during one."""
+
+    collectors: tuple[Collector, ...]
+    timing: PollerTiming
+    keep_raw: bool
+
+
 @dataclass(slots=True)
 class _Outcome:
     data: Any = None
     error: PveError | None = None
     started: float = 0.0
     ended: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _CycleInput:
+    """Everything a cycle fetched, each answer carried with the collector and request it belongs to."""
+
+    started: float  # wall
+    started_mono: float
+    t0: float  # time.monotonic() at start, for measured durations
+    collectors: tuple[Collector, ...]
+    shared: Shared
+    fetched: list[tuple[Collector, list[tuple[Request, _Outcome]]]]
+    status_out: _Outcome
+    res_out: _Outcome
+    shared_stale: dict[str, bool]
+
+
+async def _finish_in_thread(
+    build: Callable[[_CycleInput, float], Snapshot], cycle: _CycleInput, now: float
+) -> Snapshot:
+    """Run `build` in a worker thread. If the cycle is cancelled meanwhile, wait for the thread to end
+    before letting the cancellation through: the poller's caches are never touched by two cycles."""
+    fut = asyncio.ensure_future(asyncio.to_thread(build, cycle, now))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(fut)
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 def merge_families(families: Sequence[Family]) -> tuple[Family, ...]:
@@ -124,6 +196,7 @@ class Poller:
         timing: PollerTiming,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         routing: NodeRouting | None = None,
         keep_raw: bool = False,
@@ -137,8 +210,10 @@ class Poller:
         self.store = store
         self.stats = stats
         self.timing = timing
-        self._clock = clock
+        self._clock = clock  # wall: snapshot and last-success timestamps only
+        self._mono = monotonic  # schedules, staleness, cache ages
         self._sleep = sleep
+        self._pending: PollerConfig | None = None
         self._log = structlog.get_logger("pve_exporter.poller").bind(cluster=cluster)
         self._lock = asyncio.Lock()
         self._trigger = asyncio.Event()
@@ -147,9 +222,31 @@ class Poller:
         self._last_run: dict[str, float] = {}
         self._results: dict[str, CollectorResult] = {}
         self._last_reach: float | None = None
+        self._last_reach_mono: float | None = None
+        self._known_guests: Mapping[str, KnownGuest] = {}
         self._seq = 0
 
     # -- scheduling -------------------------------------------------------------------------
+
+    def reconfigure(self, config: PollerConfig) -> None:
+        """Take new collectors / timing / raw-payload needs (config reload). A cycle in flight
+        finishes with the set it started with; the new one applies from the next cycle on."""
+        self._pending = config
+        if not self._lock.locked():
+            self._adopt()
+
+    def _adopt(self) -> None:
+        cfg, self._pending = self._pending, None
+        if cfg is None:
+            return
+        self.collectors = cfg.collectors
+        self.timing = cfg.timing
+        self.keep_raw = cfg.keep_raw
+        names = {c.name for c in cfg.collectors}
+        for gone in [n for n in self._cache if n not in names]:  # caches of kept collectors carry over
+            del self._cache[gone]
+            self._results.pop(gone, None)
+            self._last_run.pop(gone, None)
 
     def trigger(self) -> None:
         """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
@@ -158,10 +255,10 @@ class Poller:
     async def run_forever(self, phase: float = 0.0) -> None:
         """Cycle every interval. The first cycle runs at once (a full set of series at start-up);
         later ones are shifted by `phase` so many clusters do not all parse at the same moment."""
-        next_at = self._clock()
+        next_at = self._mono()
         first = True
         while True:
-            delay = next_at - self._clock()
+            delay = next_at - self._mono()
             if delay > 0 and not self._trigger.is_set():
                 await self._wait(delay)
             self._trigger.clear()
@@ -171,7 +268,7 @@ class Poller:
                 raise
             except Exception:  # a bug must not stop the cluster's polling for good
                 self._log.exception("cycle crashed")
-            now = self._clock()
+            now = self._mono()
             next_at += self.timing.interval + (phase if first else 0.0)
             first = False
             if next_at <= now:
@@ -191,7 +288,12 @@ class Poller:
 
     async def run_once(self) -> Snapshot:
         async with self._lock:  # single flight: a triggered cycle waits for the running one
-            return await self._cycle()
+            self._adopt()
+            try:
+                async with _CycleTasks() as tasks:
+                    return await self._cycle(tasks)
+            finally:
+                self._adopt()  # a reload that came during the cycle applies now
 
     async def _fetch(self, req: Request, shared: Shared | None = None) -> _Outcome:
         out = _Outcome(started=time.monotonic())
@@ -206,7 +308,7 @@ class Poller:
                     if exc.status is not None:
                         raise  # the node answered: its answer stands
                     assert req.node is not None
-                    self._direct_down[req.node] = self._clock() + self.routing.retry_after
+                    self._direct_down[req.node] = self._mono() + self.routing.retry_after
                     self._log.warning(
                         "node address not answering, asking through the endpoints",
                         node=req.node, address=direct, error=str(exc), retry_after=self.routing.retry_after,
@@ -222,15 +324,17 @@ class Poller:
         if req.node is None or shared is None or not self.routing.enabled:
             return None
         until = self._direct_down.get(req.node)
-        if until is not None and self._clock() < until:
+        if until is not None and self._mono() < until:
             return None
         ref = next((n for n in shared.nodes if n.name == req.node), None)
         return self.routing.url(ref, req.node)
 
-    async def _fetch_all(self, reqs: Sequence[Request], budget: float, shared: Shared | None = None) -> list[_Outcome]:
+    async def _fetch_all(
+        self, owner: _CycleTasks, reqs: Sequence[Request], budget: float, shared: Shared | None = None
+    ) -> list[_Outcome]:
         if not reqs:
             return []
-        tasks = [asyncio.ensure_future(self._fetch(r, shared)) for r in reqs]
+        tasks = [owner.spawn(self._fetch(r, shared)) for r in reqs]
         done, pending = await asyncio.wait(tasks, timeout=max(budget, 0.001))
         for t in pending:
             t.cancel()
@@ -264,23 +368,25 @@ class Poller:
             return max(self.timing.stale_after, 3 * self.timing.slow_interval)
         return self.timing.stale_after
 
-    async def _cycle(self) -> Snapshot:
+    async def _cycle(self, tasks: _CycleTasks) -> Snapshot:
         started = self._clock()
-        t0 = time.monotonic()
+        started_mono = self._mono()
+        t0 = time.monotonic()  # real elapsed time: the deadline and the measured durations
         budget = self.timing.deadline
+        collectors = self.collectors  # this cycle's set, whatever a reload does meanwhile
         # Endpoints that failed get a cheap probe once a minute, beside the cycle, never blocking it.
-        probe = asyncio.ensure_future(self.client.probe_down_endpoints(retry_after=60.0))
-        status_out, res_out = await self._fetch_all([STATUS, RESOURCES], budget)
-        now = self._clock()
+        probe = tasks.spawn(self.client.probe_down_endpoints(retry_after=60.0))
+        status_out, res_out = await self._fetch_all(tasks, [STATUS, RESOURCES], budget)
+        now = self._mono()
         shared, shared_stale = self._absorb_shared(status_out, res_out, now)
-        due = self._due(shared, now)
+        due = self._due(collectors, shared, now)
         flat = [r for _, reqs in due for r in reqs]
-        outs = await self._fetch_all(flat, budget - (time.monotonic() - t0), shared)
+        outs = iter(await self._fetch_all(tasks, flat, budget - (time.monotonic() - t0), shared))
+        fetched = [(c, [(r, next(outs)) for r in reqs]) for c, reqs in due]
+        cycle = _CycleInput(started, started_mono, t0, collectors, shared, fetched, status_out, res_out, shared_stale)
         # Parsing (and, through the store's preparers, rendering) is CPU work: a worker thread keeps
         # the event loop free to answer scrapes meanwhile (the GIL is handed over every few ms).
-        snap = await asyncio.to_thread(
-            self._build, started, t0, shared, due, outs, status_out, res_out, shared_stale, self._clock()
-        )
+        snap = await _finish_in_thread(self._build, cycle, self._mono())
         if not probe.done():
             # On timeout wait_for cancels the probe; the next one is due in a minute.
             with contextlib.suppress(TimeoutError):
@@ -301,17 +407,23 @@ class Poller:
         }
         status_p = self._shared_cache.get(STATUS.key)
         res_p = self._shared_cache.get(RESOURCES.key)
-        shared = make_shared(self.cluster, status_p.data if status_p else None, res_p.data if res_p else None)
+        shared = make_shared(
+            self.cluster, status_p.data if status_p else None, res_p.data if res_p else None, self._known_guests
+        )
+        self._known_guests = shared.known_guests  # last known guest names/tags, across cycles (issue 17)
         if res_out.error is None:
-            self._last_reach = now
+            self._last_reach = self._clock()
+            self._last_reach_mono = now
         self._log_shared(res_out.error)
         return shared, stale
 
-    def _due(self, shared: Shared, now: float) -> list[tuple[Collector, list[Request]]]:
+    def _due(
+        self, collectors: Sequence[Collector], shared: Shared, now: float
+    ) -> list[tuple[Collector, list[Request]]]:
         """The collectors whose cadence is due, each with the paths its `plan` asks for."""
         everything = {k: p.data for cache in self._cache.values() for k, p in cache.items()}
         due: list[tuple[Collector, list[Request]]] = []
-        for c in self.collectors:
+        for c in collectors:
             last = self._last_run.get(c.name)
             if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
                 continue
@@ -322,39 +434,36 @@ class Poller:
             self._last_run[c.name] = now
         return due
 
-    def _build(
-        self,
-        started: float,
-        t0: float,
-        shared: Shared,
-        due: list[tuple[Collector, list[Request]]],
-        outs: list[_Outcome],
-        status_out: _Outcome,
-        res_out: _Outcome,
-        shared_stale: dict[str, bool],
-        now: float,
-    ) -> Snapshot:
-        """Store what was fetched, parse every collector, make the snapshot (runs in a worker thread)."""
+    def _build(self, cycle: _CycleInput, now: float) -> Snapshot:
+        """Store what was fetched, parse every collector, make the snapshot (runs in a worker thread).
+
+        `now` is monotonic. A collector succeeds only when the data it publishes came from PVE within
+        its freshness window: one that planned nothing because the cluster was never reached (no
+        node list at all) fails with the shared endpoints' error instead of reporting success.
+        """
         phase_start = time.monotonic()
-        shared_errors = {"resources": res_out.error, "status": status_out.error}
-        fetched = iter(outs)
-        due_reqs = dict((c.name, reqs) for c, reqs in due)
+        shared = cycle.shared
+        shared_errors = {"resources": cycle.res_out.error, "status": cycle.status_out.error}
+        no_inputs = shared.status is None and shared.resources is None
+        unreached = cycle.res_out.error or cycle.status_out.error
+        due_reqs = {c.name: got for c, got in cycle.fetched}
         all_families: list[Family] = []
-        for c in self.collectors:
-            reqs = due_reqs.get(c.name)
+        for c in cycle.collectors:
+            got = due_reqs.get(c.name)
             cache = self._cache.setdefault(c.name, {})
             errors: list[PveError] = []
             stale = False
             ended = phase_start
-            if reqs is not None:
-                got = [next(fetched) for _ in reqs]
-                stale, errors, ended = self._store_fetched(c, cache, reqs, got, now, phase_start)
+            if got is not None:
+                stale, errors, ended = self._store_fetched(c, cache, got, now, phase_start)
                 for need, key, name in ((c.needs_resources, RESOURCES.key, "resources"),
                                         (c.needs_status, STATUS.key, "status")):  # fmt: skip
                     err = shared_errors[name]
                     if need and err is not None:
                         errors.insert(0, err)
-                        stale |= shared_stale[key]
+                        stale |= cycle.shared_stale[key]
+                if not got and no_inputs and not errors:
+                    errors.append(unreached or PveUnreachableError("the cluster was never reached: no node list"))
             max_age = self._max_age(c)
             for k in [k for k, p in cache.items() if now - p.fetched_at > max_age]:
                 del cache[k]
@@ -362,12 +471,12 @@ class Poller:
             families, parse_error = self._parse(c, shared, cache)
             all_families.extend(families)
             prev = self._results.get(c.name)
-            if reqs is None and prev is not None:  # not due: its last result stands
+            if got is None and prev is not None:  # not due: its last result stands
                 self._results[c.name] = dataclasses.replace(prev, ran=False)
                 continue
             ok = not errors and parse_error is None
-            waited = (ended - phase_start if reqs else 0.0) + (
-                phase_start - t0 if (c.needs_resources or c.needs_status) else 0.0
+            waited = (ended - phase_start if got else 0.0) + (
+                phase_start - cycle.t0 if (c.needs_resources or c.needs_status) else 0.0
             )
             result = CollectorResult(
                 name=c.name,
@@ -376,7 +485,7 @@ class Poller:
                 duration=waited + time.monotonic() - t_parse,
                 error_kind=errors[0].kind if errors else ("parse" if parse_error else None),
                 error=str(errors[0]) if errors else parse_error,
-                last_success=now if ok else (prev.last_success if prev else None),
+                last_success=self._clock() if ok else (prev.last_success if prev else None),
             )
             self._log_transition(prev, result)
             self._results[c.name] = result
@@ -387,31 +496,33 @@ class Poller:
         snap = Snapshot(
             cluster=self.cluster,
             seq=self._seq,
-            started_at=started,
+            started_at=cycle.started,
             finished_at=self._clock(),
-            reachable=res_out.error is None,
+            reachable=cycle.res_out.error is None,
             last_success=self._last_reach,
             families=merge_families(all_families),
             results=MappingProxyType(dict(self._results)),
             payloads=MappingProxyType(payloads),
             shared=shared,
             guests=MappingProxyType(guest_inventory(shared.resources)),
+            started_mono=cycle.started_mono,
+            reached_mono=self._last_reach_mono,
         )
         self.store.prepare(snap)
         return snap
 
     def _store_fetched(
-        self, c: Collector, cache: dict[str, Payload], reqs: list[Request], got: list[_Outcome], now: float, t: float
+        self, c: Collector, cache: dict[str, Payload], got: list[tuple[Request, _Outcome]], now: float, t: float
     ) -> tuple[bool, list[PveError], float]:
         """Put a due collector's answers in its cache; returns (serving stale data, errors, last answer time)."""
         if not c.keep_unplanned:
-            planned = {r.key for r in reqs}
+            planned = {r.key for r, _ in got}
             for k in [k for k in cache if k not in planned]:
                 del cache[k]
         stale = False
         errors: list[PveError] = []
         ended = t
-        for r, out in zip(reqs, got, strict=True):
+        for r, out in got:
             ended = max(ended, out.ended)
             if c.api_errors_are_data and isinstance(out.error, PveApiError):
                 out = _Outcome(ApiFailure(out.error.status, out.error.message), None, out.started, out.ended)

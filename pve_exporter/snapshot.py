@@ -31,7 +31,7 @@ class CollectorResult:
 @dataclass(frozen=True, slots=True)
 class Payload:
     data: Any
-    fetched_at: float
+    fetched_at: float  # monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +60,16 @@ class Snapshot:
     payloads: Mapping[str, Payload] = field(default_factory=lambda: MappingProxyType({}))
     shared: Shared | None = None
     guests: Mapping[int, GuestRef] = field(default_factory=lambda: MappingProxyType({}))
+    started_mono: float = 0.0  # the same start on the monotonic clock (payload ages compare to it)
+    reached_mono: float | None = None  # monotonic time of `last_success`, for ages that survive clock steps
 
     def fresh_payloads(self) -> dict[str, Any]:
         """Payloads fetched in this very cycle (what an InfluxDB writer should send as new points)."""
-        return {k: p.data for k, p in self.payloads.items() if p.fetched_at >= self.started_at}
+        return {k: p.data for k, p in self.payloads.items() if p.fetched_at >= self.started_mono}
+
+    def age(self, monotonic_now: float) -> float | None:
+        """Seconds since the cluster last answered /cluster/resources (None: never)."""
+        return None if self.reached_mono is None else max(0.0, monotonic_now - self.reached_mono)
 
 
 Listener = Callable[[Snapshot], None]

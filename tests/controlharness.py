@@ -126,7 +126,7 @@ async def control_app(
                 cfg.update(token_id=token_id, token_secret=token_secret)
             cfgs.append(cfg)
         settings = Settings(listen="127.0.0.1:0", clusters=cfgs, control=control_cfg(db, **(control or {})))
-        daemon = Daemon(settings, autostart=False, clock=clock, config_path=config_path)
+        daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic, config_path=config_path)
         async with TestClient(TestServer(build_app(daemon))) as client:
             ctl = Ctl(daemon, sim, client, clock, dict(server.urls))
             for name in daemon.clusters:

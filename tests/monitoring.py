@@ -110,7 +110,7 @@ async def _collect() -> Collected:
                 },
                 control=control_cfg(Path(tmp) / "operations.sqlite"),
             )
-            daemon = Daemon(settings, autostart=False, clock=clock)
+            daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)
             await daemon.start()
             try:
                 _record_operations(daemon)

@@ -8,16 +8,13 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from pve_exporter.app import Daemon
+from pve_exporter.clock import ManualClock
 from pve_exporter.settings import Settings
 from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
 
 
-class FixedClock:
-    def __init__(self, t: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+class FixedClock(ManualClock):
+    """Wall and monotonic time that move only when a test says so (`t += s`, `step_wall(s)`)."""
 
 
 def cluster_cfg(name: str, endpoints: list[str], **kw: Any) -> dict[str, Any]:
@@ -36,7 +33,8 @@ async def sim_daemon(clusters=(("lab", 3, 4),), *, sim_kw=None, cluster_kw=None,
         for name, url in server.urls.items():
             eps = [*(extra_endpoints or {}).get(name, []), url]
             cfgs.append(cluster_cfg(name, eps, **(cluster_kw or {})))
-        daemon = Daemon(Settings(listen="127.0.0.1:0", clusters=cfgs), autostart=False, clock=clock)
+        settings = Settings(listen="127.0.0.1:0", clusters=cfgs)
+        daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)
         await daemon.start()
         try:
             yield daemon, sim, server

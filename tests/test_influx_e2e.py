@@ -84,7 +84,7 @@ class Harness:
         )
 
     async def start_daemon(self) -> None:
-        daemon = Daemon(self.settings(), autostart=False, clock=self.clock)
+        daemon = Daemon(self.settings(), autostart=False, clock=self.clock, monotonic=self.clock.monotonic)
 
         def factory(cfg: InfluxSettings) -> InfluxWriter:
             sink = RecordingSink(make_sink(cfg), self.delivered)

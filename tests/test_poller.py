@@ -99,7 +99,7 @@ def make(client=None, interval=15.0, stale_after=60.0, slow_factor=4, cap=50, re
     store, stats = SnapshotStore(), SelfStats()
     collectors = build_collectors(config_max_per_cycle=cap, config_refresh_seconds=refresh)
     timing = PollerTiming(interval=interval, timeout=5, stale_after=stale_after, slow_factor=slow_factor)
-    poller = Poller("lab", client, collectors, store, stats, timing, clock=clock)
+    poller = Poller("lab", client, collectors, store, stats, timing, clock=clock, monotonic=clock)
     return poller, client, clock, stats
 
 
@@ -241,7 +241,9 @@ async def test_overruns_counted_in_run_forever():
     async def fake_sleep(d):
         clock.t += d
 
-    poller = Poller("lab", client, build_collectors(), store, stats, timing, clock=clock, sleep=fake_sleep)
+    poller = Poller(
+        "lab", client, build_collectors(), store, stats, timing, clock=clock, monotonic=clock, sleep=fake_sleep
+    )
     real_run_once = poller.run_once
 
     async def slow_run_once():

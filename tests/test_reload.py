@@ -35,7 +35,9 @@ async def test_add_remove_change_and_reject(tmp_path):
         urls = server.urls
         cfg = tmp_path / "config.yaml"
         cfg.write_text(config_text({"a": urls["a"], "b": urls["b"]}))
-        daemon = Daemon(load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock)
+        daemon = Daemon(
+            load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock, monotonic=clock.monotonic
+        )
         await daemon.start()
         try:
             for name in ("a", "b"):
@@ -77,7 +79,9 @@ async def test_reload_with_new_collect_settings_updates_running_pollers(tmp_path
     async with SimulatorServer(sim) as server:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(config_text({"a": server.urls["a"]}))
-        daemon = Daemon(load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock)
+        daemon = Daemon(
+            load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock, monotonic=clock.monotonic
+        )
         await daemon.start()
         try:
             poller = daemon.clusters["a"].poller

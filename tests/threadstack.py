@@ -64,7 +64,8 @@ class ThreadedStack:
                 clusters=[cluster_cfg(name, [url]) for name, url in server.urls.items()],
                 control=control_cfg(self.tmp / "ops.sqlite", **self.control),
             )
-            self.daemon = Daemon(settings, clock=self.clock)  # pollers run; trigger() refreshes after actions
+            # pollers run; trigger() refreshes after actions
+            self.daemon = Daemon(settings, clock=self.clock, monotonic=self.clock.monotonic)
             runner = web.AppRunner(build_app(self.daemon), access_log=None)
             await runner.setup()
             try:

@@ -23,6 +23,7 @@ import structlog
 from pve_exporter.pve.errors import (
     PveApiError,
     PveAuthError,
+    PveClientClosedError,
     PveError,
     PveNotFoundError,
     PvePermissionError,
@@ -95,7 +96,8 @@ class EndpointState:
     url: str
     up: bool | None = None
     last_error: str | None = None
-    last_change: float = field(default=0.0)
+    last_change: float = field(default=0.0)  # wall time, shown by the control API
+    changed_mono: float = field(default=0.0)  # monotonic time of the same change, for the re-probe schedule
 
 
 class PveClient:
@@ -113,6 +115,7 @@ class PveClient:
         max_concurrency: int = 8,
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         global_limit: asyncio.Semaphore | None = None,
     ) -> None:
         if not endpoints:
@@ -132,14 +135,23 @@ class PveClient:
         self._max_concurrency = max_concurrency
         self._observer = observer
         self._clock = clock
+        self._monotonic = monotonic
         self._preferred = 0
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def preferred_endpoint(self) -> str:
         return self.endpoints[self._preferred].url
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A request that outlives close() must not open a session nobody will close.
+            raise PveClientClosedError("the client of this cluster was closed")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_concurrency, ssl=self._ssl),
@@ -150,6 +162,10 @@ class PveClient:
         return self._session
 
     async def close(self) -> None:
+        """Refuse every later request, detach the observer (a removed cluster's self-metrics stay
+        gone), and close the session."""
+        self._closed = True
+        self._observer = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -212,10 +228,10 @@ class PveClient:
     async def probe_down_endpoints(self, retry_after: float) -> None:
         """Ask endpoints marked down (for `retry_after` s or more) for /version, so their health
         recovers even while another endpoint is preferred and they get no real traffic."""
-        now = self._clock()
-        due = [e for e in self.endpoints if e.up is False and now - e.last_change >= retry_after]
+        now = self._monotonic()
+        due = [e for e in self.endpoints if e.up is False and now - e.changed_mono >= retry_after]
         for e in due:
-            e.last_change = now  # one probe per `retry_after`, whatever its outcome
+            e.changed_mono = now  # one probe per `retry_after`, whatever its outcome
         results = await asyncio.gather(*(self.get("/version", endpoint=e.url) for e in due), return_exceptions=True)
         for e, r in zip(due, results, strict=True):
             if not isinstance(r, BaseException):
@@ -224,6 +240,7 @@ class PveClient:
     def _mark(self, ep: EndpointState, up: bool, error: str | None) -> None:
         if ep.up != up:
             ep.last_change = self._clock()
+            ep.changed_mono = self._monotonic()
             if up and ep.up is False:
                 log.info("endpoint recovered", endpoint=ep.url)
             elif not up:

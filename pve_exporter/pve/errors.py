@@ -51,6 +51,12 @@ class PveUnreachableError(PveError):
     kind = "unreachable"
 
 
+class PveClientClosedError(PveError):
+    """The cluster's client was closed (cluster removed or daemon stopping); nothing was sent."""
+
+    kind = "closed"
+
+
 class PveApiError(PveError):
     """PVE answered with an error status (400, 500, ...) and, on PVE >= 8.4, a message."""
 
