@@ -9,8 +9,13 @@ Scopes nest (a deliberate choice, documented in docs/control-api.md): `admin` in
 `power`, which includes `read`. A token therefore lists the highest scope it needs; listing
 the lower ones as well changes nothing.
 
-Failed authentication (no token or an unknown one) counts against the client address in a
-token bucket; once it is empty the address gets 429 with Retry-After, before any token check.
+Failed authentication (no token or an unknown one) counts against the client address and against
+the presented token's prefix (a digest of its first characters), each in a token bucket. A valid
+token is always served: behind a proxy or NAT one address is everybody, so a flood of wrong tokens
+must not lock out the right ones. Once a bucket is empty, further *failures* get 429 with
+Retry-After instead of 401. Every request does the same work (hash, compare with every token,
+hash the prefix) whatever the outcome, so neither the answer time nor the lockout says which
+prefix is close to a real token.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ SCOPE_ORDER = ("read", "power", "admin")
 _IMPLIES = {"read": {"read"}, "power": {"read", "power"}, "admin": {"read", "power", "admin"}}
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 MAX_TOKEN_LENGTH = 4096
+PREFIX_CHARS = 8  # the failure limit's second key: a stale token sent from many addresses is one key
+
+
+def prefix_key(token: str) -> str:
+    """The limiter key of a presented token: a digest of its first characters (never the text)."""
+    head = token[:PREFIX_CHARS].encode("utf-8", "surrogatepass")
+    return "prefix:" + hashlib.sha256(b"pve_exporter auth prefix\0" + head).hexdigest()[:32]
 
 
 def effective_scopes(scopes: Iterable[str]) -> frozenset[str]:
@@ -52,13 +64,15 @@ class Principal:
 
 
 class AuthResult:
-    """Outcome of checking an Authorization header: a principal, or why there is none."""
+    """Outcome of checking an Authorization header: a principal, or why there is none, and the
+    limiter key of the presented token's prefix (None when no token was presented)."""
 
-    __slots__ = ("principal", "reason")
+    __slots__ = ("prefix", "principal", "reason")
 
-    def __init__(self, principal: Principal | None, reason: str | None) -> None:
+    def __init__(self, principal: Principal | None, reason: str | None, prefix: str | None = None) -> None:
         self.principal = principal
         self.reason = reason  # "missing" | "malformed" | "invalid"
+        self.prefix = prefix
 
 
 class TokenAuthenticator:
@@ -80,9 +94,10 @@ class TokenAuthenticator:
         m = _BEARER.match(authorization)
         if m is None or len(m.group(1)) > MAX_TOKEN_LENGTH:
             return AuthResult(None, "malformed")
-        digest = hashlib.sha256(m.group(1).encode("utf-8", "surrogatepass")).digest()
+        token = m.group(1)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found: Principal | None = None
         for expected, principal in self._entries:  # no early exit: every hash is compared
             if hmac.compare_digest(digest, expected) and found is None:
                 found = principal
-        return AuthResult(found, None if found else "invalid")
+        return AuthResult(found, None if found else "invalid", prefix_key(token))

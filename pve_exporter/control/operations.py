@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -51,20 +52,27 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_UNIX_TIME = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
 def parse_time(value: str) -> float:
-    """A Unix timestamp (`1767225600`) or an ISO 8601 time (`2026-01-01T00:00:00Z`); naive = UTC."""
+    """A Unix timestamp (`1767225600`) or an ISO 8601 time (`2026-01-01T00:00:00Z`); naive = UTC.
+    ASCII digits only and a time from 1970 to 9999: `nan`, `inf`, `1e400` or `１７６７…` are errors."""
     text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not a Unix timestamp or ISO 8601 time: {value!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
+    if _UNIX_TIME.fullmatch(text):
+        t = float(text)
+    elif not text.isascii() or not text[:1].isdigit():
+        raise ValueError("not a Unix timestamp or ISO 8601 time")
+    else:
+        try:
+            d = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a Unix timestamp or ISO 8601 time: {value!r}") from None
+        t = (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
+    if not 0 <= t <= MAX_TIME:
+        raise ValueError(f"must be a time from 1970 to 9999 (Unix seconds up to {MAX_TIME:.0f})")
+    return t
 
 
 @dataclass(frozen=True, slots=True)

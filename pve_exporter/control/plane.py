@@ -73,17 +73,20 @@ class ControlPlane:
 
     # ---- auth and limits ------------------------------------------------------------------------
     def authenticate(self, authorization: str | None, ip: str, scope: str, path: str) -> Principal:
-        """401 (no/unknown token), 403 (scope), or 429 once this address failed too often."""
-        wait = self.auth_limiter.retry_after(ip)
-        if wait > 0:
-            self.metrics.rate_limited["auth"] += 1
-            raise ApiProblem("RATE_LIMITED", "too many failed authentications from this address",
-                             details={"limit": "auth_failures", "retry_after_seconds": round(wait, 1)},
-                             headers={"Retry-After": retry_after_header(wait)})
+        """401 (no/unknown token), 403 (scope), or 429 for a failure once this address or this token
+        prefix failed too often. A valid token is always served, whatever failed before it."""
         result = self.auth.check(authorization)
         if result.principal is None:
+            keys = [f"addr:{ip}"] + ([result.prefix] if result.prefix else [])
+            wait = max(self.auth_limiter.retry_after(k) for k in keys)
+            if wait > 0:  # nothing more is recorded: a locked-out flood creates no new buckets
+                self.metrics.rate_limited["auth"] += 1
+                raise ApiProblem("RATE_LIMITED", "too many failed authentications from this address or token",
+                                 details={"limit": "auth_failures", "retry_after_seconds": round(wait, 1)},
+                                 headers={"Retry-After": retry_after_header(wait)})
             reason = result.reason or "invalid"
-            self.auth_limiter.failure(ip)
+            for k in keys:
+                self.auth_limiter.failure(k)
             self.metrics.auth_failures[reason] += 1
             audit_warning("authentication failed", client_ip=ip, reason=reason, path=path)
             text = {"missing": "no bearer token (Authorization: Bearer <token>)",

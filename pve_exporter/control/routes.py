@@ -33,6 +33,8 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 UI_FILES = {"index.html": "text/html", "app.js": "application/javascript", "style.css": "text/css"}
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~+/=-]{1,128}$")
 _OP_ID = re.compile(r"^[0-9a-f]{32}$")
+_ASCII_INT = re.compile(r"[0-9]{1,10}")  # not \d: that matches every Unicode digit, and int() takes them
+_ASCII_VMID = re.compile(r"[0-9]{3,9}")
 M = TypeVar("M", bound=BaseModel)
 
 Handler = Callable[[web.Request, Any, Principal | None], Awaitable[web.StreamResponse]]
@@ -108,13 +110,13 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,10}", raw) or not lo <= int(raw) <= hi:
+    if not _ASCII_INT.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise _invalid([{"field": name, "message": f"must be an integer from {lo} to {hi}"}])
     return int(raw)
 
 
 def _vmid(raw: str, field: str = "vmid") -> int:
-    if not re.fullmatch(r"\d{3,9}", raw) or not VMID_MIN <= int(raw) <= VMID_MAX:
+    if not _ASCII_VMID.fullmatch(raw) or not VMID_MIN <= int(raw) <= VMID_MAX:
         raise _invalid([{"field": field, "message": f"must be an integer from {VMID_MIN} to {VMID_MAX}"}])
     return int(raw)
 
@@ -207,11 +209,13 @@ async def guest_action(request: web.Request, plane: Any, who: Principal | None) 
     return _json(op.as_api(), status=202, headers=headers)
 
 
-@route("POST", "/actions", "power", power_limited=True)
+@route("POST", "/actions", "power")  # the power limit is taken below: a dry run changes nothing, so it is free
 async def bulk_action(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     body = await read_body(request, BulkBody, plane.cfg.max_body_bytes, required=True)
+    if not body.dry_run:
+        plane.check_power_rate(client_ip(request), who)
     view = await plane.bulk.submit(body, user=who.name, client_ip=client_ip(request),
                                    default_timeout=plane.cfg.default_timeout_seconds)
     if body.dry_run:

@@ -1,0 +1,126 @@
+"""The HTTP surface under hostile input: strict integers and times, q-values, lockouts that spare valid
+tokens, security headers on every HTML page (issue 11, items 11, 12, 17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from pve_exporter.app import _wants_gzip
+from tests.controlharness import control_app
+
+# ---- item 17: input strictness --------------------------------------------------------------------
+
+
+async def test_path_and_query_integers_are_ascii_only(tmp_path: Path) -> None:
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        for vmid in ("１０２", "١٠٢", "１02"):  # fullwidth, Arabic-Indic, mixed
+            status, body, _ = await ctl.call("POST", f"/api/v1/clusters/lab/guests/{vmid}/restart")
+            assert status == 400 and body["error_code"] == "INVALID_REQUEST", (vmid, body)
+            assert body["details"]["errors"][0]["field"] == "vmid"
+        for query in ("limit=５", "offset=１", "resource_id=１０２", "limit=+5", "limit= 5"):
+            status, body, _ = await ctl.call("GET", f"/api/v1/operations?{query}", token="viewer")
+            assert status == 400 and body["error_code"] == "INVALID_REQUEST", (query, body)
+        status, hist, _ = await ctl.call("GET", "/api/v1/operations", token="viewer")
+        assert hist["total"] == 0  # nothing was started by the Unicode VMID
+        assert (await ctl.call("GET", "/api/v1/operations?limit=5&resource_id=102", token="viewer"))[0] == 200
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "１７６７２２５６００",
+                                   "1e20", "-5"])
+async def test_since_and_until_must_be_finite_ascii_times(tmp_path: Path, value: str) -> None:
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        for name in ("since", "until"):
+            status, body, _ = await ctl.call("GET", f"/api/v1/operations?{name}={value}", token="viewer")
+            assert status == 400, (name, value, body)
+            assert body["error_code"] == "INVALID_REQUEST" and body["details"]["errors"][0]["field"] == name
+
+
+async def test_good_times_still_work(tmp_path: Path) -> None:
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        for value in ("1767225600", "1767225600.5", "2026-01-01T00:00:00Z", "0"):
+            status, body, _ = await ctl.call("GET", f"/api/v1/operations?since={value}", token="viewer")
+            assert status == 200, (value, body)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True), ("gzip, deflate", True), ("deflate, gzip;q=0.5", True), ("GZIP", True),
+        ("gzip;q=0", False), ("gzip; q=0.000", False), ("gzip;q=0, identity", False), ("identity", False),
+        ("", False), ("*", True), ("*;q=0", False), ("gzip;q=0, *", False), ("identity, *;q=0.1", True),
+        ("x-gzip", True), ("gzipfoo", False), ("br, gzip;q=bogus", False), ("gzip;q=1.0", True),
+    ],
+)  # fmt: skip
+def test_accept_encoding_q_values(header: str, expected: bool) -> None:
+    request = make_mocked_request("GET", "/metrics", headers={"Accept-Encoding": header} if header else {})
+    assert _wants_gzip(request) is expected
+
+
+async def test_scrape_with_gzip_q0_is_plain_text(tmp_path: Path) -> None:
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        resp = await ctl.client.get("/metrics", headers={"Accept-Encoding": "gzip;q=0"}, auto_decompress=False)
+        assert resp.status == 200 and "Content-Encoding" not in resp.headers
+        assert "pve_up" in (await resp.read()).decode()
+
+
+async def test_bulk_dry_runs_do_not_consume_the_power_limit(tmp_path: Path) -> None:
+    async with control_app(tmp_path / "ops.sqlite", control={"power_limit": {"burst": 2, "per_minute": 1}}) as ctl:
+        plan = {"action": "restart", "selector": {"cluster": "lab", "vmids": [102]}, "dry_run": True}
+        for _ in range(5):
+            status, body, _ = await ctl.call("POST", "/api/v1/actions", json=plan)
+            assert status == 200 and body["dry_run"] is True, body
+        assert (await ctl.call("POST", "/api/v1/actions", json={**plan, "dry_run": False}))[0] == 202
+        assert (await ctl.call("POST", "/api/v1/clusters/lab/guests/105/restart"))[0] == 202
+        status, body, _ = await ctl.call("POST", "/api/v1/actions", json={**plan, "dry_run": False})
+        assert status == 429 and body["details"]["limit"] == "power_requests"
+        status, body, _ = await ctl.call("POST", "/api/v1/actions", json=plan)
+        assert status == 200  # a plan is still answered while actions are limited
+
+
+# ---- item 11: lockout spares valid tokens ---------------------------------------------------------
+
+
+async def test_failed_tokens_never_lock_out_a_valid_token(tmp_path: Path) -> None:
+    limits = {"auth_failure_limit": {"burst": 3, "per_minute": 6}}
+    async with control_app(tmp_path / "ops.sqlite", control=limits) as ctl:
+        for i in range(3):
+            assert (await ctl.call("GET", "/api/v1/guests", token=f"guess-{i}-aaaaaaaaaaaa"))[0] == 401
+        status, body, hd = await ctl.call("GET", "/api/v1/guests", token="guess-9-aaaaaaaaaaaa")
+        assert status == 429 and body["details"]["limit"] == "auth_failures" and hd["Retry-After"] == "10"
+        for token in ("viewer", "ops", "boss"):  # same address, NAT or proxy: valid tokens are served
+            assert (await ctl.call("GET", "/api/v1/guests", token=token))[0] == 200
+        assert (await ctl.call("GET", "/api/v1/guests", token=None))[0] == 429
+        text = ctl.daemon.metrics_body(["lab"], False).decode()
+        assert 'pve_exporter_control_rate_limited_total{limit="auth"} 2' in text
+        assert 'pve_exporter_control_auth_failures_total{reason="invalid"} 3' in text
+
+
+async def test_failures_are_limited_per_presented_token_prefix(tmp_path: Path) -> None:
+    """A stale token hammered from many addresses is limited by its prefix, other tokens are not."""
+    limits = {"auth_failure_limit": {"burst": 3, "per_minute": 6}}
+    async with control_app(tmp_path / "ops.sqlite", control=limits) as ctl:
+        plane = ctl.daemon.control
+        assert plane is not None
+        stale = "Bearer stale-token-0123456789abcdef"
+        for i in range(3):
+            with pytest.raises(Exception) as info:
+                plane.authenticate(stale, f"10.0.0.{i}", "read", "/api/v1/guests")
+            assert info.value.code == "UNAUTHORIZED"
+        with pytest.raises(Exception) as info:
+            plane.authenticate(stale.replace("0123", "9999"), "10.0.0.77", "read", "/api/v1/guests")
+        assert info.value.code == "RATE_LIMITED"  # same first 8 characters, fresh address
+        with pytest.raises(Exception) as info:
+            plane.authenticate("Bearer other-token-0123456789", "10.0.0.78", "read", "/api/v1/guests")
+        assert info.value.code == "UNAUTHORIZED"  # another prefix from another address: a normal 401
+        from tests.controlharness import TOKENS
+
+        assert plane.authenticate(f"Bearer {TOKENS['viewer'][0]}", "10.0.0.1", "read", "/x").name == "viewer"
+        # only a digest of the prefix is kept in memory, never the presented token's text
+        assert not [k for k in plane.auth_limiter._buckets if "stale" in k]
+        ctl.advance(10)
+        with pytest.raises(Exception) as info:
+            plane.authenticate(stale, "10.0.0.99", "read", "/api/v1/guests")
+        assert info.value.code == "UNAUTHORIZED"
