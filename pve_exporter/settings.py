@@ -161,6 +161,16 @@ class CollectSettings(Strict):
     )
     guest_agent_max_per_cycle: int = Field(default=20, ge=1)
     guest_agent_refresh_seconds: float = Field(default=300, ge=30)
+    guest_devices: bool = Field(
+        default=False,
+        description="Per-NIC and per-disk guest I/O counters (pve_guest_network_*, pve_guest_disk_*; one series "
+        "per VM and device). Turns on full-mode QEMU lists",
+    )
+    guest_name_label: bool = Field(
+        default=False,
+        description="Add the guest name as a `name` label to guest usage series (a rename starts new series; "
+        "the join on pve_guest_info works without it)",
+    )
     max_concurrency_total: int = Field(
         default=64, ge=1, le=4096, description="In-flight API requests over all clusters together"
     )

@@ -245,8 +245,8 @@ def _parse_fixture(version: str, stem: str) -> list[Family]:
 FIXTURE_SAMPLES = {
     "cluster_status": 4 + 3 + 1,  # pve_up (3 nodes + quorum), 3 node_info, 1 cluster_info
     "cluster_status_standalone": 2,
-    "cluster_resources": 233,  # the 2 guests of the dead node keep pve_guest_info
-    "cluster_resources_7.2": 233,
+    "cluster_resources": 238,  # the 2 guests of the dead node keep pve_guest_info; +5: /pool/prod aggregates
+    "cluster_resources_7.2": 238,
     "version": 1,
     "not_backed_up": 1 + 3,
     "qdevice": 2,
@@ -271,7 +271,9 @@ def test_every_fixture_parses_with_the_expected_sample_count(version: str, stem:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_ids_use_pve_formats(version: str) -> None:
     s = samples(all_families(version, all_enum_states=True))
-    id_re = re.compile(r"(node/pve\d|cluster/lab|cluster/lab|(qemu|lxc)/\d+|storage/pve\d/[a-z-]+|\d+-\d+)")
+    id_re = re.compile(
+        r"(node/pve\d|cluster/lab|cluster/lab|(qemu|lxc)/\d+|storage/pve\d/[a-z-]+|\d+-\d+|/pool/[a-z]+)"
+    )
     all_ids = {dict(labels)["id"] for _, labels in s if "id" in dict(labels)}
     assert all_ids
     assert [i for i in all_ids if not id_re.fullmatch(i)] == []
@@ -293,11 +295,11 @@ def test_resources_sample_counts(version: str, fixture: str) -> None:
         "pve_storage_shared": 7,
         "pve_disk_size_bytes": 2 + 8 + 5,  # nodes + guests with data + available storages
         "pve_disk_usage_bytes": 2 + 3 + 5,  # nodes + LXC (not QEMU) + available storages
-        "pve_memory_size_bytes": 2 + 8,
-        "pve_memory_usage_bytes": 2 + 8,
-        "pve_cpu_usage_ratio": 2 + 8,
-        "pve_cpu_usage_limit": 2 + 8,
-        "pve_uptime_seconds": 2 + 8,
+        "pve_memory_size_bytes": 2 + 8 + 1,  # +1: the pool with a running member (/pool/prod)
+        "pve_memory_usage_bytes": 2 + 8 + 1,
+        "pve_cpu_usage_ratio": 2 + 8 + 1,
+        "pve_cpu_usage_limit": 2 + 8 + 1,
+        "pve_uptime_seconds": 2 + 8 + 1,
         **{name: 8 for pair in COUNTER_PAIRS for name in pair},
         "pve_ha_state": 3 * len(GUEST_HA_STATES) + 1 + node_ha,  # +1: qemu/102 has `disabled`
         "pve_lock_state": 2 * len(LOCK_STATES) + 1,  # +1: lxc/201 has `mounted`
@@ -914,9 +916,15 @@ def test_storage_shared(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_pools_sdn_and_network_entries_are_ignored(version: str) -> None:
-    rows = [r for r in load(version, "cluster_resources") if r["type"] in ("pool", "sdn", "network")]
+    rows = [r for r in load(version, "cluster_resources") if r["type"] in ("sdn", "network")]
     assert rows
     assert parse_resources(rows) == []
+    # pool rows: only prometheus-pve-exporter's usage families, and only with aggregates (issue 13)
+    pools = [r for r in load(version, "cluster_resources") if r["type"] == "pool"]
+    assert {f.name for f in parse_resources(pools)} == {
+        "pve_cpu_usage_ratio", "pve_cpu_usage_limit", "pve_memory_size_bytes", "pve_memory_usage_bytes",
+        "pve_uptime_seconds",
+    }  # fmt: skip
 
 
 def test_include_up_false_drops_only_pve_up() -> None:
