@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
-from pve_exporter import __version__, logs
+from pve_exporter import __version__, htmlsecurity, logs
 from pve_exporter.collect import build_collectors
 from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
@@ -470,10 +470,10 @@ async def handle_index(request: web.Request) -> web.Response:
             f"<td>{series}</td><td><a href='metrics?cluster={e}'>metrics</a>"
             f"{' · failing: ' + html.escape(', '.join(failing)) if failing else ''}</td></tr>"
         )
-    page = _INDEX.format(version=__version__, rows="\n".join(rows))
+    page = _INDEX.format(version=__version__, rows="\n".join(rows), style=_INDEX_STYLE)
     if daemon.control is not None:
         page = page.replace("</body>", await _recent_operations(daemon.control) + "</body>")
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": _INDEX_CSP})
 
 
 async def _recent_operations(control: ControlPlane) -> str:
@@ -493,10 +493,12 @@ async def _recent_operations(control: ControlPlane) -> str:
     )
 
 
+_INDEX_STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px}.ok{color:green}.partial{color:#b60}.unreachable{color:red}"""
+_INDEX_CSP = htmlsecurity.csp(styles=[_INDEX_STYLE])  # the page's one inline style, allowed by its hash
 _INDEX = """<!doctype html>
 <html><head><meta charset="utf-8"><title>pve_exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}.ok{{color:green}}.partial{{color:#b60}}.unreachable{{color:red}}</style>
+<style>{style}</style>
 </head><body>
 <h1>pve_exporter {version}</h1>
 <p><a href="metrics">/metrics</a> (all clusters) · <a href="-/healthy">/-/healthy</a> ·
@@ -513,6 +515,7 @@ def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Applic
         middlewares.append(basic_auth_middleware(BasicAuth(web_config.basic_auth_users)))
     app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app[DAEMON] = daemon
+    htmlsecurity.install(app)
 
     async def lifecycle(app: web.Application) -> Any:
         started = await daemon.start()  # a test may have started it already

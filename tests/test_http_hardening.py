@@ -3,6 +3,9 @@ tokens, security headers on every HTML page (issue 11, items 11, 12, 17)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,67 @@ async def test_failures_are_limited_per_presented_token_prefix(tmp_path: Path) -
         with pytest.raises(Exception) as info:
             plane.authenticate(stale, "10.0.0.99", "read", "/api/v1/guests")
         assert info.value.code == "UNAUTHORIZED"
+
+
+# ---- item 12: security headers on every HTML answer -----------------------------------------------
+
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def _inline_style_hashes(page: str) -> set[str]:
+    return {"'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'"
+            for css in re.findall(r"<style>(.*?)</style>", page, flags=re.S)}
+
+
+async def _html_answers(client, app) -> dict[str, tuple[dict[str, str], str]]:
+    """Every GET route of the app (dynamic /ui/{name} with each page file), the HTML ones kept."""
+    from pve_exporter.control.routes import UI_FILES
+
+    paths = set()
+    for resource in app.router.resources():
+        info = resource.get_info()
+        if "path" in info:
+            paths.add(info["path"])
+        elif "formatter" in info and info["formatter"].startswith("/ui/"):
+            paths |= {f"/ui/{name}" for name in UI_FILES}
+    out = {}
+    for path in sorted(paths):
+        resp = await client.get(path, allow_redirects=False)
+        if resp.content_type == "text/html":
+            out[path] = (dict(resp.headers), await resp.text())
+    return out
+
+
+async def test_every_html_answer_has_the_security_headers(tmp_path: Path) -> None:
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        pages = await _html_answers(ctl.client, ctl.client.server.app)
+        assert {"/", "/ui/", "/ui/index.html"} <= set(pages), sorted(pages)
+        for path, (headers, page) in pages.items():
+            for name, value in SECURITY_HEADERS.items():
+                assert headers.get(name) == value, (path, name, headers)
+            csp = headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert "default-src 'none'" in csp or "default-src 'self'" in csp, (path, csp)
+            for needed in _inline_style_hashes(page):  # an inline style is allowed by its hash, nothing else
+                assert needed in csp, (path, csp)
+        # every other answer at least carries nosniff
+        assert (await ctl.client.get("/metrics")).headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_landing_page_headers_without_the_control_api() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pve_exporter.app import Daemon, build_app
+    from pve_exporter.settings import Settings
+    from tests.simharness import FixedClock, cluster_cfg
+
+    settings = Settings(listen="127.0.0.1:0", clusters=[cluster_cfg("lab", ["http://127.0.0.1:1"])])
+    daemon = Daemon(settings, autostart=False, clock=FixedClock())
+    async with TestClient(TestServer(build_app(daemon))) as client:
+        pages = await _html_answers(client, client.server.app)
+        assert set(pages) == {"/"}
+        headers, page = pages["/"]
+        for name, value in SECURITY_HEADERS.items():
+            assert headers.get(name) == value
+        assert _inline_style_hashes(page) and all(h in headers["Content-Security-Policy"]
+                                                  for h in _inline_style_hashes(page))
