@@ -91,7 +91,7 @@ class Daemon:
         self.clock = clock  # wall: exposed timestamps, stored history
         self.monotonic = monotonic  # schedules, deadlines, ages
         self.store = SnapshotStore()
-        self.stats = SelfStats()
+        self.stats = SelfStats(known_clusters=lambda: self.clusters)  # their counters exist at 0 from start
         self.exposition = Exposition()
         self.store.add_preparer(self.exposition.prepare)
         self.store.subscribe(self.exposition.update)

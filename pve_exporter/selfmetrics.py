@@ -31,8 +31,18 @@ class ApiObserver:
         self._stats.endpoint_up[(self._cluster, endpoint)] = up
 
 
+# Every cycle requests these two whatever the collectors: their duration counters exist from start.
+# (Per-node and per-guest paths, endpoints and HTTP statuses appear with their first request.)
+SHARED_PATHS = ("/cluster/resources", "/cluster/status")
+
+
 class SelfStats:
-    def __init__(self) -> None:
+    """`known_clusters` gives the configured clusters as of the latest reload: their counters are
+    exported at 0 before the first cycle, so `increase()` sees the first event (README: "Counters
+    from the start")."""
+
+    def __init__(self, known_clusters: Callable[[], Iterable[str]] = tuple) -> None:
+        self.known_clusters = known_clusters
         self.api_requests: defaultdict[tuple[str, str, str, str, str], int] = defaultdict(int)
         self.api_seconds: defaultdict[tuple[str, str, str], float] = defaultdict(float)
         self.endpoint_up: dict[tuple[str, str], bool] = {}
@@ -117,14 +127,20 @@ class SelfStats:
             ("cluster", "endpoint"),
         )  # fmt: skip
 
-        for cluster, snap in sorted(self.snapshots.items()):
+        api_seconds = dict(self.api_seconds)
+        for cluster in sorted({*self.known_clusters(), *self.snapshots}):
             if not want(cluster):
+                continue
+            cycles.add((cluster,), float(self.cycles.get(cluster, 0)))
+            overruns.add((cluster,), float(self.overruns.get(cluster, 0)))
+            for path in SHARED_PATHS:
+                api_seconds.setdefault((cluster, "GET", path), 0.0)
+            snap = self.snapshots.get(cluster)
+            if snap is None:  # gauges stay absent until the first cycle: unknown, not 0
                 continue
             up.add((cluster,), 1.0 if snap.reachable else 0.0)
             last_ok.add((cluster,), snap.last_success)
             cyc_dur.add((cluster,), self.cycle_seconds.get(cluster))
-            cycles.add((cluster,), float(self.cycles.get(cluster, 0)))
-            overruns.add((cluster,), float(self.overruns.get(cluster, 0)))
             for name, r in sorted(snap.results.items()):
                 labels = (cluster, name)
                 c_ok.add(labels, 1.0 if r.ok else 0.0)
@@ -136,7 +152,7 @@ class SelfStats:
         for (cluster, endpoint, method, path, status), n in sorted(self.api_requests.items()):
             if want(cluster):
                 api.add((cluster, endpoint, method, path, status), float(n))
-        for (cluster, method, path), secs in sorted(self.api_seconds.items()):
+        for (cluster, method, path), secs in sorted(api_seconds.items()):
             if want(cluster):
                 api_s.add((cluster, method, path), secs)
         for (cluster, endpoint), ok in sorted(self.endpoint_up.items()):

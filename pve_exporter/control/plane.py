@@ -28,7 +28,7 @@ class ControlPlane:
     def __init__(self, daemon: Any, cfg: ControlSettings) -> None:
         self.daemon = daemon
         self.cfg = cfg
-        self.metrics = ControlMetrics()
+        self.metrics = ControlMetrics(known_clusters=lambda: daemon.clusters)  # counters at 0 from start
         self.store = OperationStore(cfg.history_db, max_operations=cfg.max_operations,
                                     max_age_days=cfg.max_age_days, clock=daemon.clock)
         self.auth = TokenAuthenticator(cfg.tokens)

@@ -1,0 +1,135 @@
+"""Counters exist at 0 from start (issue 11, item 19), as README's "Counters from the start" says.
+
+`increase()` and `rate()` need a sample before the first event: a counter that appears only with
+its first failure makes `increase(x[5m]) > 0` miss that failure and dashboards show "No data".
+The README lists which counters start at 0 (and for which label values) and which can only grow new
+label values; these tests hold the daemon to that list in both directions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from pve_exporter.app import Daemon, build_app
+from pve_exporter.control.metrics import AUTH_FAILURE_REASONS, RATE_LIMITS, RESULTS
+from pve_exporter.control.operations import ACTIONS, TERMINAL
+from pve_exporter.poller import RESOURCES, STATUS
+from pve_exporter.selfmetrics import SHARED_PATHS
+from pve_exporter.settings import Settings
+from tests.controlharness import control_cfg
+from tests.monitoring import exposition
+from tests.servers import free_port
+from tests.simharness import FixedClock, cluster_cfg, series
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+CLUSTERS = ("lab", "prod")
+
+
+def _section(title: str) -> str:
+    body = README.split(f"### {title}\n", 1)[1]
+    return body.split("\n#", 1)[0]
+
+
+def counter_rows() -> dict[str, tuple[str, str]]:
+    """README table: counter → (label values at 0 from start, label values that appear later)."""
+    rows = re.findall(r"^\| `(pve_exporter_[a-z0-9_]+)` \| (.*?) \| (.*?) \|$", _section("Counters from the start"),
+                      flags=re.M)
+    return {name: (at0, later) for name, at0, later in rows}
+
+
+def documented_zero() -> set[str]:
+    return {name for name, (at0, _) in counter_rows().items() if at0 != "–"}
+
+
+INFLUX_ZERO = {  # one series per output (points_dropped_total: per output and fixed reason)
+    "pve_exporter_influx_points_written_total", "pve_exporter_influx_bytes_written_total",
+    "pve_exporter_influx_batches_written_total", "pve_exporter_influx_write_duration_seconds_total",
+    "pve_exporter_influx_retries_total", "pve_exporter_influx_points_spooled_total",
+    "pve_exporter_influx_snapshots_dropped_total", "pve_exporter_influx_points_dropped_total",
+}  # fmt: skip
+
+
+def expected_zero_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
+    """Every (family → label sets) that a fresh daemon with CLUSTERS and the control API must show at 0
+    (the InfluxDB output's exact label values are its own tests' business: here, any with `output`)."""
+
+    def per_cluster(**fixed: tuple[str, ...]) -> set[frozenset[tuple[str, str]]]:
+        out: set[frozenset[tuple[str, str]]] = {frozenset({("cluster", c)}) for c in CLUSTERS}
+        for key, values in fixed.items():
+            out = {labels | {(key, v)} for labels in out for v in values}
+        return out
+
+    return {
+        "pve_exporter_cycles_total": per_cluster(),
+        "pve_exporter_cycle_overruns_total": per_cluster(),
+        "pve_exporter_api_request_duration_seconds_total": per_cluster(method=("GET",), path=SHARED_PATHS),
+        "pve_exporter_operations_total": per_cluster(action=ACTIONS, result=RESULTS),
+        "pve_exporter_operation_duration_seconds_total": per_cluster(action=ACTIONS),
+        "pve_exporter_control_auth_failures_total": {frozenset({("reason", r)}) for r in AUTH_FAILURE_REASONS},
+        "pve_exporter_control_rate_limited_total": {frozenset({("limit", lim)}) for lim in RATE_LIMITS},
+    }
+
+
+async def _fresh_metrics(tmp_path: Path, query: str = "") -> str:
+    clock = FixedClock()
+    settings = Settings(
+        listen="127.0.0.1:0",
+        clusters=[cluster_cfg(name, [f"http://127.0.0.1:{free_port()}"]) for name in CLUSTERS],
+        control=control_cfg(tmp_path / "operations.sqlite"),
+        influxdb={"api": "v1", "url": f"http://127.0.0.1:{free_port()}", "database": "pve",
+                  "spool_dir": str(tmp_path / "spool")},
+    )
+    daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)  # no cycle ever runs
+    async with TestClient(TestServer(build_app(daemon))) as client:
+        r = await client.get("/metrics" + query)
+        assert r.status == 200
+        return await r.text()
+
+
+def test_the_readme_lists_exactly_the_zero_families():
+    assert documented_zero() == set(expected_zero_series()) | INFLUX_ZERO
+
+
+def test_results_are_the_terminal_states():
+    assert set(RESULTS) == set(TERMINAL)
+
+
+def test_shared_paths_are_what_every_cycle_requests():
+    assert {STATUS.path, RESOURCES.path} == set(SHARED_PATHS)
+
+
+async def test_fresh_daemon_exports_every_documented_counter_at_zero(tmp_path):
+    s = series(await _fresh_metrics(tmp_path))
+    problems = []
+    for family in documented_zero():
+        have = {labels: v for (name, labels), v in s.items() if name == family}
+        want = expected_zero_series().get(family, set())
+        missing = want - set(have)
+        if missing:
+            problems.append(f"{family}: missing {sorted(sorted(x) for x in missing)[:3]} (+{len(missing)})")
+        if family in INFLUX_ZERO and not any(dict(labels).get("output") for labels in have):
+            problems.append(f"{family}: no series for the configured output")
+        if any(v != 0 for v in have.values()):
+            problems.append(f"{family}: non-zero before any event")
+    assert not problems, problems
+
+
+async def test_zero_series_follow_the_cluster_selection(tmp_path):
+    s = series(await _fresh_metrics(tmp_path, "?cluster=prod"))
+    clusters = {dict(labels).get("cluster") for (name, labels) in s if name == "pve_exporter_operations_total"}
+    assert clusters == {"prod"}
+    assert ("pve_exporter_cycles_total", frozenset({("cluster", "prod")})) in s
+    assert ("pve_exporter_cycles_total", frozenset({("cluster", "lab")})) not in s
+
+
+def test_every_counter_is_documented_one_way_or_the_other():
+    """Every `pve_exporter_*_total` of a busy daemon (InfluxDB output, control API, a failing
+    collector) is either in the zero-from-start table or in the list that only grows labels."""
+    names = {name for name, _ in series(exposition()) if name.startswith("pve_exporter_") and name.endswith("_total")}
+    undocumented = sorted(names - set(counter_rows()))
+    assert not undocumented, f"document in README 'Counters from the start': {undocumented}"
+    stale = sorted(set(counter_rows()) - names)
+    assert not stale, f"README documents counters the daemon does not have: {stale}"
