@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import yaml
 
 from pve_exporter import __version__, logs
-from pve_exporter.settings import ConfigError, load_settings, masked
+from pve_exporter.settings import ConfigError, load_settings, masked, permission_warnings
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "hash-token")
@@ -46,6 +46,13 @@ def _configure_logging(settings_logging: object, level: str | None, fmt: str | N
 
 
 def _limit_malloc_arenas() -> None:
+def _warn(message: str) -> None:
+    """A config problem that does not stop the daemon (a log line once logging is set up)."""
+    import structlog
+
+    structlog.get_logger("pve_exporter.config").warning(message)
+
+
     """glibc gives each thread that allocates its own malloc arena; the pollers' parse threads would
     leave RSS fragmented over many of them. Two are plenty (same as MALLOC_ARENA_MAX=2)."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
@@ -76,6 +83,8 @@ def cmd_run(argv: Sequence[str]) -> int:
             return EXIT_CONFIG
     _configure_logging(settings.logging, args.log_level, args.log_format)
     _limit_malloc_arenas()
+    for warning in permission_warnings(args.config, settings):
+        _warn(warning)
     from pve_exporter.app import serve
 
     return asyncio.run(serve(settings, config_path=args.config, web_config=web_config))
@@ -92,6 +101,8 @@ def cmd_check_config(argv: Sequence[str]) -> int:
         print(f"{args.file}: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     doc = masked(settings)
+    for warning in permission_warnings(args.file, settings):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -1,13 +1,16 @@
 """Typed settings: the YAML of design §2.2, every key also settable as `PVE_EXPORTER_…` (nested with `__`).
 
 Unknown keys are errors (`extra="forbid"`), secrets are SecretStr and may come from files, and
-every validation problem becomes one line that names the key (`clusters[0].token_id: …`).
+every validation problem becomes one line that names the key (`clusters[0].token_id: …`). No message
+echoes a secret: values of secret-shaped keys are never quoted, URL userinfo and anything after
+`=`/`:` in a token id are masked (people paste the whole `PVEAPIToken=user@realm!name=secret`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -30,6 +33,10 @@ from pve_exporter.pve.client import normalize_endpoint
 
 TOKEN_ID = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MASK = "********"
+SECRET_KEYS = frozenset({"token_secret", "token", "password", "dsn", "secret"})  # their values are never shown
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+_TOKEN_ID_SECRET = re.compile(r"(![A-Za-z0-9._-]*)\s*[=:].*", re.S)
 
 
 class ConfigError(Exception):
@@ -115,6 +122,10 @@ class ClusterSettings(Strict):
     @field_validator("token_id")
     @classmethod
     def _token_id(cls, v: str) -> str:
+        if "=" in v or ":" in v:  # `user@realm!name=secret` (the header form) or `…!name:secret`
+            raise ValueError(
+                "token_id must be user@realm!tokenname without the secret; put the secret in token_secret_file"
+            )
         if not TOKEN_ID.match(v):
             raise ValueError(f"must look like user@realm!tokenname (e.g. monitor@pve!exporter), got {v!r}")
         return v
@@ -413,7 +424,7 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, v: str) -> str:
         _host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"must be host:port, got {v!r}")
         return v
 
@@ -450,12 +461,40 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def scrub(text: str) -> str:
+    """Mask URL userinfo and whatever follows `=`/`:` after a token name (`!name=secret`)."""
+    return _TOKEN_ID_SECRET.sub(rf"\1={MASK}", _URL_USERINFO.sub(rf"\1{MASK}@", text))
+
+
+def _secret_input(err: Any) -> list[str]:
+    """The text of a value given for a secret-shaped key (or inside one), to be masked in the message."""
+    if not any(isinstance(p, str) and p in SECRET_KEYS for p in err.get("loc", ())):
+        return []
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and len(v) >= 4:
+            found.append(v)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(k)
+                walk(x)
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x)
+
+    walk(err.get("input"))
+    return found
+
+
 def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = _loc(tuple(err.get("loc", ())))
         msg = err.get("msg", "invalid")
-        msg = msg.removeprefix("Value error, ")
+        msg = scrub(msg.removeprefix("Value error, "))
+        for value in _secret_input(err):
+            msg = msg.replace(value, MASK)
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
         head = msg.split(": ", 1)[0]
@@ -495,16 +534,49 @@ def load_settings(path: str | Path | None, *, data: dict[str, Any] | None = None
         raise ConfigError(format_validation_error(exc)) from None
 
 
+def _mask(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: MASK if k in SECRET_KEYS and v is not None else _mask(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_mask(v) for v in doc]
+    return scrub(doc) if isinstance(doc, str) else doc
+
+
 def masked(settings: Settings) -> dict[str, Any]:
-    """The effective config as plain data with every secret replaced by `********`."""
+    """The effective config as plain data with every secret-shaped key's value replaced by `********`."""
     doc = settings.model_dump(mode="json")
-    for c in doc.get("clusters", []):
-        if c.get("token_secret") is not None:
-            c["token_secret"] = "********"
     influx = doc.get("influxdb")
     if influx:
         influx["schema"] = influx.pop("schema_name", "pve")  # the YAML key
-        for key in ("token", "password"):
-            if influx.get(key) is not None:
-                influx[key] = "********"
-    return doc
+    out: dict[str, Any] = _mask(doc)
+    return out
+
+
+def _secret_files(settings: Settings) -> list[Path]:
+    files = [c.token_secret_file for c in settings.clusters]
+    if settings.influxdb is not None:
+        files += [settings.influxdb.token_file, settings.influxdb.password_file]
+    files += [t.secret_file for t in settings.control.tokens]
+    return [f for f in files if f is not None]
+
+
+def permission_warnings(config_path: str | Path | None, settings: Settings) -> list[str]:
+    """Files holding secrets that group or others may read: the config file when a secret is written in
+    it, and every secret file. Warnings, not errors (a container may mount them so on purpose)."""
+    candidates: list[Path] = []
+    if config_path is not None:
+        try:
+            text = Path(config_path).read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        if any(secret in text for secret in settings.secrets()):
+            candidates.append(Path(config_path))
+    out = []
+    for path in [*candidates, *_secret_files(settings)]:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o044:
+            out.append(f"{path} holds secrets and is readable by group or others (mode {mode:04o}); chmod 600 {path}")
+    return out
