@@ -21,6 +21,7 @@ from pve_exporter.control import routes as control_routes
 from pve_exporter.control.operations import HistoryError
 from pve_exporter.control.plane import ControlPlane
 from pve_exporter.export.gzipjoin import Part
+from pve_exporter.export.influx_spool import SpoolInUseError
 from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
@@ -548,6 +549,10 @@ async def serve(
         await runner.setup()
     except HistoryError as exc:
         log.error("cannot start the control API", error=str(exc))
+        await daemon.stop()
+        return 1
+    except SpoolInUseError as exc:  # another daemon writes to this spool directory
+        log.error("cannot start the InfluxDB output", error=str(exc))
         await daemon.stop()
         return 1
     ssl_context = web_config.ssl_context() if web_config is not None else None

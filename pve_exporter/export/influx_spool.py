@@ -7,12 +7,17 @@ written as `*.tmp`, fsynced and renamed, so a crash leaves whole batches or noth
 total size would pass `max_bytes`, the OLDEST batches are deleted and reported (the caller counts
 their points as dropped). The writer calls every method through `asyncio.to_thread`; a lock keeps
 the in-memory index consistent when two calls overlap.
+
+One directory, one writer: `open` takes an exclusive `flock` on `<dir>/.lock` (holding the pid)
+until `close`, so a second daemon pointed at the same directory fails at start instead of
+interleaving its batches with ours.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import os
 import re
 import threading
@@ -20,6 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _NAME = re.compile(r"^(\d{20})-(\d+)-(\d+)\.lp\.gz$")
+LOCK_FILE = ".lock"
+
+
+class SpoolInUseError(RuntimeError):
+    """Another process holds the spool directory's lock (two daemons configured with one spool_dir)."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        self.directory = directory
+        self.holder = holder
+        who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+        super().__init__(
+            f"influxdb.spool_dir {str(directory)!r} is in use by {who}: two daemons cannot share a spool "
+            "directory; give each its own influxdb.spool_dir"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +61,50 @@ class Spool:
         self._entries: list[SpoolEntry] = []  # sorted by seq
         self._seqs: list[int] = []
         self._bytes = 0
+        self._lock_fd: int | None = None
 
     # -- state --------------------------------------------------------------------------------
 
     def open(self) -> list[SpoolEntry]:
-        """Create the directory, remove half-written files, index what a previous run left."""
+        """Create and lock the directory, remove half-written files, index what a previous run left.
+
+        Raises SpoolInUseError when another process holds the directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_dir()
+        try:
+            return self._index()
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock_dir(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            raise SpoolInUseError(self.dir, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):  # the pid is for the other daemon's error message only
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the directory (the files stay for the next run)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def _index(self) -> list[SpoolEntry]:
         found: list[SpoolEntry] = []
         for p in self.dir.iterdir():
             if p.name.endswith(".tmp"):

@@ -18,6 +18,12 @@ to finish; everything not yet delivered is then written to the spool, which the 
 drains first. Line-protocol writes are idempotent (same series and time overwrite), so a request
 cut off at shutdown and sent again after the restart cannot double a point.
 
+One spool directory, one writer: the spool is locked while a writer runs (a second daemon fails at
+start). In a reload the new writer may start while the one it replaces still holds the directory:
+it then queues in memory and takes the directory over (with what the old one flushed into it) when
+that one's `stop()` returns. `stop(successor=new)` hands everything not delivered to the new writer
+instead when the two do not share a spool, and carries the counters over when the output is the same.
+
 Time comes from injected `clock` / `sleep` / `monotonic` / `rng`, so tests never wait for it.
 """
 
@@ -31,13 +37,14 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from pve_exporter.collect.base import Family, FamilyBuilder
 from pve_exporter.export.influx import snapshot_to_lines
 from pve_exporter.export.influx_sink import Sink, WriteOutcome, make_sink, offending_line, output_label
-from pve_exporter.export.influx_spool import Spool
+from pve_exporter.export.influx_spool import Spool, SpoolInUseError
 from pve_exporter.settings import InfluxSettings
 from pve_exporter.snapshot import Snapshot
 
@@ -45,6 +52,11 @@ MAX_PENDING_SNAPSHOTS = 64  # the encoder keeps up easily; this only bounds memo
 MAX_RETRY_AFTER = 900.0
 GZIP_LEVEL = 6
 LOG_EVERY = 60.0  # s between repeated warnings of one kind (spool evictions, failing writes)
+# Label values exported at 0 from start, so `increase()` sees the first event (others appear when they happen).
+FAILURE_REASONS = ("connection", "error", "spool_io", "timeout")
+DROP_REASONS = ("queue_full", "rejected", "shutdown", "spool_full", "spool_io", "spool_lost", "writer_restart")
+
+_spool_owners: dict[Path, InfluxWriter] = {}  # spool directory → the writer of this process that has it
 
 
 @dataclass(slots=True)
@@ -93,6 +105,25 @@ class InfluxStats:
         self.last_success: float | None = None
         self.up: bool | None = None
 
+    def absorb(self, old: InfluxStats) -> None:
+        """Add a replaced writer's counters (same output), so they keep counting up across a reload."""
+        self.points_written += old.points_written
+        self.bytes_written += old.bytes_written
+        self.batches_written += old.batches_written
+        self.write_seconds += old.write_seconds
+        self.retries += old.retries
+        self.points_spooled += old.points_spooled
+        self.snapshots_dropped += old.snapshots_dropped
+        for mine, theirs in ((self.requests, old.requests), (self.failures, old.failures), (self.dropped, old.dropped)):
+            for k, v in theirs.items():
+                mine[k] += v
+        if self.last_success is None:
+            self.last_success = old.last_success
+        if self.last_write_seconds is None:
+            self.last_write_seconds = old.last_write_seconds
+        if self.up is None:
+            self.up = old.up
+
 
 class InfluxWriter:
     def __init__(
@@ -132,6 +163,11 @@ class InfluxWriter:
         self._changed = asyncio.Event()  # any progress (wait_idle)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_log: dict[str, float] = {}
+        self._adopted: list[tuple[int, int, bytes]] = []  # batches handed over by the writer this one replaced
+        self._spool_key: Path | None = None
+        self._predecessor: InfluxWriter | None = None  # held our spool directory when we started
+        self._spool_ready = asyncio.Event()  # the spool is open (or there is none): batches may be numbered
+        self._released = asyncio.Event()  # stop() has finished with the spool directory
 
     # -- the listener -------------------------------------------------------------------------------
 
@@ -150,22 +186,24 @@ class InfluxWriter:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open and lock the spool, then run the encoder and sender.
+
+        Raises SpoolInUseError when another process holds the spool directory. When the writer this
+        one replaces (a reload) still holds it, this one queues in memory and takes the directory over
+        once that writer's `stop()` has flushed into it and released it."""
         if self.spool is not None:
-            try:
-                entries = await asyncio.to_thread(self.spool.open)
-            except OSError as exc:
-                self._log.error(
-                    "cannot use the spool directory; buffering in memory only", spool_dir=str(self.spool.dir),
-                    error=str(exc),
-                )  # fmt: skip
-                self.spool = None
+            key = await asyncio.to_thread(self.spool.dir.resolve)
+            self._spool_key = key
+            prev = _spool_owners.get(key)
+            if prev is not None and prev is not self and not prev._released.is_set():
+                self._predecessor = prev
+                _spool_owners[key] = self
+                self._log.info("spool directory in use by the writer this one replaces; taking it over when it stops",
+                               spool_dir=str(self.spool.dir))  # fmt: skip
             else:
-                self._seq = self.spool.last_seq()
-                if entries:
-                    self._log.info(
-                        "draining spooled batches from an earlier run first", batches=len(entries),
-                        points=sum(e.points for e in entries), bytes=self.spool.bytes,
-                    )  # fmt: skip
+                await self._open_spool()
+        else:
+            self._spool_ready.set()
         self._tasks = [
             asyncio.create_task(self._encoder(), name=f"influx-encoder {self.output}"),
             asyncio.create_task(self._sender(), name=f"influx-sender {self.output}"),
@@ -176,10 +214,82 @@ class InfluxWriter:
             batch_bytes=int(self.cfg.batch_bytes),
         )  # fmt: skip
 
-    async def stop(self) -> None:
-        """Let an in-flight write finish (bounded), then put everything not yet delivered in the spool."""
+    async def _open_spool(self) -> None:
+        """Lock and index the spool (SpoolInUseError if another process has it); OSError: memory only."""
+        assert self.spool is not None and self._spool_key is not None
+        try:
+            entries = await asyncio.to_thread(self.spool.open)
+        except OSError as exc:
+            self._log.error(
+                "cannot use the spool directory; buffering in memory only", spool_dir=str(self.spool.dir),
+                error=str(exc),
+            )  # fmt: skip
+            self.spool = None
+        else:
+            _spool_owners[self._spool_key] = self
+            self._seq = max(self._seq, self.spool.last_seq())
+            if entries:
+                self._log.info(
+                    "draining spooled batches from an earlier run first", batches=len(entries),
+                    points=sum(e.points for e in entries), bytes=self.spool.bytes,
+                )  # fmt: skip
+        self._spool_ready.set()
+
+    async def _take_over_spool(self) -> None:
+        """Wait until the replaced writer has released our spool directory, then open it (encoder task)."""
+        prev = self._predecessor
+        assert prev is not None
+        await _first(prev._released, self._stop)
+        if self._stopping:
+            return  # stop() settles the spool
+        try:
+            await self._open_spool()
+        except SpoolInUseError as exc:  # another process took it in between: keep going without it
+            self._log.error("cannot take over the spool directory; buffering in memory only", error=str(exc))
+            self._drop_spool()
+
+    def _drop_spool(self) -> None:
+        """Go on without the spool; a directory we only waited for goes back to the writer still holding it."""
+        key = self._spool_key
+        if key is not None and _spool_owners.get(key) is self:
+            prev = self._predecessor
+            if prev is not None and not prev._released.is_set():
+                _spool_owners[key] = prev
+            else:
+                del _spool_owners[key]
+        self.spool = None
+        self._spool_ready.set()
+
+    def adopt(self, batches: Sequence[Batch], snaps: Sequence[Snapshot]) -> int:
+        """Take what a replaced writer did not deliver (its stop(successor=self)): batches are queued
+        before this writer's next ones, snapshots before its pending ones. Returns the points refused
+        (this writer is stopped already)."""
+        if self._closed:
+            return sum(b.points for b in batches)
+        self._adopted.extend((b.points, b.raw_bytes, b.gz) for b in batches)
+        self._pending.extendleft(reversed(snaps))
+        while len(self._pending) > MAX_PENDING_SNAPSHOTS:
+            self._pending.popleft()
+            self.stats.snapshots_dropped += 1
+        self._snapshots.set()
+        return 0
+
+    async def stop(self, successor: InfluxWriter | None = None) -> None:
+        """Let an in-flight write finish (bounded), then put everything not yet delivered in the spool,
+        or hand it to `successor` (the writer replacing this one) when the two do not share a spool."""
         if self._stopping:
             return
+        try:
+            await self._shutdown(successor)
+        finally:
+            if self.spool is not None:
+                self.spool.close()
+            key = self._spool_key
+            if key is not None and _spool_owners.get(key) is self:
+                del _spool_owners[key]
+            self._released.set()
+
+    async def _shutdown(self, successor: InfluxWriter | None) -> None:
         self._stopping = True
         self._stop.set()
         self._work.set()
@@ -192,6 +302,15 @@ class InfluxWriter:
             for task in late:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+        if self.spool is not None and not self._spool_ready.is_set():  # still waiting for the directory
+            prev = self._predecessor
+            if prev is not None and prev._released.is_set():
+                try:
+                    await self._open_spool()
+                except SpoolInUseError:
+                    self._drop_spool()
+            else:  # a reload rolled back before the old writer let go: the directory stays the old one's
+                self._drop_spool()
         rest: list[Batch] = []
         if self._inflight is not None:
             rest.append(self._inflight)
@@ -201,9 +320,16 @@ class InfluxWriter:
         rest.extend(self._memory)
         self._memory.clear()
         self._memory_bytes = 0
+        rest.extend(self._make_batches(self._adopted))
+        self._adopted.clear()
         self._closed = True
         snaps = list(self._pending)
         self._pending.clear()
+        if successor is not None and successor.output == self.output:
+            successor.stats.absorb(self.stats)
+        if successor is not None and not (self.spool is not None and successor._spool_key == self._spool_key):
+            await self._hand_over(successor, rest, snaps)
+            return
         if snaps:
             rest.extend(self._make_batches(await asyncio.to_thread(encode_batches, snaps, int(self.cfg.batch_bytes))))
         kept = lost = 0
@@ -225,6 +351,25 @@ class InfluxWriter:
             spool_files=self.spool.files if self.spool else 0,
         )  # fmt: skip
 
+    async def _hand_over(self, successor: InfluxWriter, rest: list[Batch], snaps: list[Snapshot]) -> None:
+        """Give the replacing writer what this one did not deliver (spooled batches stay in our spool)."""
+        seen: set[int] = set()
+        batches = []
+        for batch in rest:
+            if not batch.spooled and batch.seq not in seen:
+                seen.add(batch.seq)
+                batches.append(batch)
+        refused = successor.adopt(batches, snaps)
+        if refused:
+            successor.stats.dropped["writer_restart"] += refused
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+        self._changed.set()
+        self._log.info(
+            "influxdb output stopped; handed over to its replacement", batches=len(batches), snapshots=len(snaps),
+            points_refused=refused, spool_files=self.spool.files if self.spool else 0,
+        )  # fmt: skip
+
     async def wait_idle(self, timeout: float) -> None:
         """Until every offered snapshot is delivered (or dropped); TimeoutError after `timeout` (tests)."""
         async with asyncio.timeout(timeout):
@@ -241,11 +386,20 @@ class InfluxWriter:
     # -- encoder -----------------------------------------------------------------------------------
 
     async def _encoder(self) -> None:
+        if not self._spool_ready.is_set():
+            await self._take_over_spool()
         while not self._stopping:
             await self._snapshots.wait()
             self._snapshots.clear()
             if self._stopping:
                 return
+            if self._adopted:  # a replaced writer's batches: older than anything pending here
+                adopted, self._adopted = self._adopted, []
+                self._unqueued.extend(self._make_batches(adopted))
+                while self._unqueued:
+                    await self._enqueue(self._unqueued[0])
+                    self._unqueued.popleft()
+                self._changed.set()
             if self.cfg.flush_interval_seconds > 0 and self._pending:
                 with contextlib.suppress(TimeoutError):  # let more clusters' snapshots join these batches
                     await asyncio.wait_for(self._stop.wait(), timeout=self.cfg.flush_interval_seconds)
@@ -336,6 +490,7 @@ class InfluxWriter:
     # -- sender ------------------------------------------------------------------------------------
 
     async def _sender(self) -> None:
+        await _first(self._spool_ready, self._stop)
         while not self._stopping:
             batch = await self._take()
             if batch is None:
@@ -369,7 +524,14 @@ class InfluxWriter:
                     try:
                         gz = await asyncio.to_thread(self.spool.read, entry)
                     except FileNotFoundError:
-                        continue  # dropped from the full spool meanwhile
+                        if self.spool.remove(entry.seq) is not None:  # still indexed: deleted behind our back
+                            self.stats.dropped["spool_lost"] += entry.points
+                            self._warn_sometimes(
+                                "spool_lost", "a spooled batch file vanished (deleted outside the exporter?); "
+                                "dropped it and went on", points=entry.points, seq=entry.seq,
+                                spool_dir=str(self.spool.dir), dropped_total=self.stats.dropped["spool_lost"],
+                            )  # fmt: skip
+                        continue  # else: dropped from the full spool meanwhile
                     except OSError as exc:
                         broken = True  # unreadable: drop it rather than block the queue for good
                         self.stats.failures["spool_io"] += 1
@@ -427,7 +589,7 @@ class InfluxWriter:
             if outcome.rejected:
                 st.up = True  # the server answered; the data was bad
                 st.dropped["rejected"] += batch.points
-                line = offending_line(outcome.message, batch.gz)
+                line = await asyncio.to_thread(offending_line, outcome.message, batch.gz)
                 self._log.error(
                     "influxdb rejected a batch; not retried", status=outcome.status, error=outcome.message,
                     line=line, points=batch.points, seq=batch.seq,
@@ -503,13 +665,14 @@ class InfluxWriter:
             "dropped": FamilyBuilder(
                 "pve_exporter_influx_points_dropped_total", c,
                 "Points that will never be written, by reason: spool_full (oldest dropped), rejected (400/413/422), "
-                "queue_full (no spool), shutdown (no spool)", ("output", "reason")),
+                "queue_full (no spool), shutdown (no spool), spool_lost (file deleted behind our back), spool_io "
+                "(unreadable), writer_restart (not taken by a reload's new writer)", ("output", "reason")),
         }  # fmt: skip
         for result, n in sorted(st.requests.items()):
             by["requests"].add((self.output, result), float(n))
-        for reason, n in sorted(st.failures.items()):
-            by["failures"].add((self.output, reason), float(n))
-        for reason in sorted({"spool_full", "rejected", *st.dropped}):
+        for reason in sorted({*FAILURE_REASONS, *st.failures}):
+            by["failures"].add((self.output, reason), float(st.failures.get(reason, 0)))
+        for reason in sorted({*DROP_REASONS, *st.dropped}):
             by["dropped"].add((self.output, reason), float(st.dropped.get(reason, 0)))
         builders = [
             one("pve_exporter_influx_up", g, "1 if the last write attempt got an answer (2xx or a rejection)",
@@ -539,3 +702,16 @@ class InfluxWriter:
             *by.values(),
         ]  # fmt: skip
         return [b.build() for b in builders if b.samples]
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set (the waiters are cancelled and awaited before returning)."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
