@@ -19,14 +19,15 @@ from pve_exporter import __version__, logs
 from pve_exporter.settings import ConfigError, load_settings, masked, permission_warnings
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
-SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "hash-token")
+SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "hash-token", "check-dashboard", "check-rules")
 
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pve-exporter",
         description="Watch Proxmox VE clusters: Prometheus /metrics, InfluxDB push, guest power control API.",
-        epilog="Subcommands: demo | simulate | check-config FILE | hash-token (pve-exporter SUBCOMMAND --help)",
+        epilog="Subcommands: demo | simulate | check-config FILE | hash-token | check-dashboard FILE.json | "
+        "check-rules FILE.yml (pve-exporter SUBCOMMAND --help)",
     )
     p.add_argument("--config", "-c", required=True, help="YAML config file (see README)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level")
@@ -140,6 +141,18 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return demo.main(argv)
 
 
+def cmd_check_dashboard(argv: Sequence[str]) -> int:
+    from pve_exporter import migrate
+
+    return migrate.main("dashboard", argv)
+
+
+def cmd_check_rules(argv: Sequence[str]) -> int:
+    from pve_exporter import migrate
+
+    return migrate.main("rules", argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -150,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "simulate": cmd_simulate,
             "check-config": cmd_check_config,
             "hash-token": cmd_hash_token,
+            "check-dashboard": cmd_check_dashboard,
+            "check-rules": cmd_check_rules,
         }[cmd]
         return handler(rest)
     return cmd_run(argv)

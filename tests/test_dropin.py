@@ -4,15 +4,23 @@ uses that this daemon does not expose."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import MappingProxyType
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from pve_exporter import cli
 from pve_exporter.app import build_app
 from pve_exporter.collect.known import KnownGuest, guest_identity, remember_guests
 from pve_exporter.collect.resources import parse_resources
 from pve_exporter.collect.status import make_shared
 from pve_exporter.freshness import no_fresh_data
+from pve_exporter.migrate import GONE, NOTES, OPTIONS, check, exposed, render
+from pve_exporter.promrefs import expr_refs, read_dashboard, read_rules
+from pve_exporter.settings import CollectSettings
 from pve_exporter.snapshot import CollectorResult, Snapshot
 from tests.simharness import cycle, series, sim_daemon
 
@@ -175,3 +183,101 @@ async def test_pve_target_503_while_the_api_is_down_and_metrics_keeps_serving() 
         sim.cluster("lab").clear_faults()
         await cycle(daemon, "lab")
         assert (await client.get("/pve?target=lab")).status == 200
+
+
+# -- the migration check ---------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dropin"
+
+
+def test_expr_refs_reads_selectors_groupings_and_made_labels() -> None:
+    r = expr_refs('sum by (node) (rate(pve_cpu_usage_ratio{id=~"qemu/.*", instance="$instance"}[$__rate_interval]))')
+    assert r.metrics == {"pve_cpu_usage_ratio": {"id", "instance"}} and r.labels == {"node"}
+    r = expr_refs('(pve_guest_info * on(id, instance) group_left(name) pve_up) == bool 0 offset 5m')
+    assert r.metrics == {"pve_guest_info": set(), "pve_up": set()} and r.labels == {"id", "instance", "name"}
+    r = expr_refs('label_replace(pve_up{id=~"node/.*"}, "node", "$1", "id", "node/(.*)") unless count_values("v", x)')
+    assert r.labels == {"id"} and r.made == {"node", "v"} and set(r.metrics) == {"pve_up", "x"}
+    r = expr_refs('{__name__="pve_up", job="pve"} or {__name__=~"pve_disk_.*"} or SUM WITHOUT (id) (pve_up[5m:1m])')
+    assert r.metrics == {"pve_up": {"job"}} and r.name_patterns == ["pve_disk_.*"] and r.labels == {"id"}
+
+
+def test_dashboard_and_rule_readers_find_every_query() -> None:
+    uses = read_dashboard((FIXTURES / "ppe-dashboard.json").read_text())
+    where = [u.where for u in uses]
+    assert "variable $instance" in where and "panel 'Node CPU'" in where  # nested in a collapsed row too
+    assert len(uses) == 18
+    guests = next(u for u in uses if u.where == "panel 'Guests'")
+    assert {"name", "node"} <= guests.refs.labels  # from the legend
+    rules = read_rules((FIXTURES / "ppe-rules.yml").read_text())
+    down = next(u for u in rules if u.where == "alert 'PveGuestDown'")
+    assert {"id", "node", "instance"} <= down.refs.labels  # $labels.x in annotations
+
+
+def test_check_passes_the_prometheus_pve_exporter_style_files() -> None:
+    for path, reader in (("ppe-dashboard.json", read_dashboard), ("ppe-rules.yml", read_rules)):
+        uses = reader((FIXTURES / path).read_text())
+        findings = check(uses, exposed())
+        assert [f for f in findings if f.kind in ("metric", "label")] == [], path
+        report, code = render(path, uses, findings)
+        assert code == 0 and report.endswith("0 missing\n")
+        assert "NOTE\tnote\tpve_disk_usage_bytes\tno QEMU rows" in report or path.endswith(".json")
+
+
+def test_check_names_what_is_missing_and_why() -> None:
+    uses = read_dashboard((FIXTURES / "ppe-missing.json").read_text())
+    got = {(f.kind, f.subject): f for f in check(uses, exposed())}
+    assert got[("metric", "pve_collection_duration_seconds_sum")].reason.startswith("removed on purpose")
+    assert got[("metric", "pve_collection_duration_seconds_count")].where == ["variable $module", "panel 'Scrape time'"]
+    assert got[("metric", "pve_scrape_api_errors_total")].reason.startswith("renamed: pve_exporter_api_requests_total")
+    balloon = got[("metric", "pve_guest_balloon_actual_bytes")]
+    assert balloon.reason == "only with an option: collect.qemu_full_status: true"
+    assert ("label", "pve_cpu_usage_ratio{name}") in got and ("label", "hostname") in got
+    assert got[("other", "node_cpu_seconds_total")].reason.startswith("not a prometheus-pve-exporter metric")
+    assert got[("note", "pve_disk_usage_bytes")].reason.startswith("no QEMU rows")
+    assert ("label", "name") not in got  # group_left(name) from pve_guest_info exists
+    report, code = render("x.json", uses, got.values())
+    assert code == 1 and report.splitlines()[-1] == "x.json: 7 queries checked, 6 missing"
+    rules = read_rules((FIXTURES / "ppe-missing-rules.yml").read_text())
+    got = {(f.kind, f.subject): f for f in check(rules, exposed())}
+    assert got[("metric", "pve_guest_filesystem_used_bytes")].reason.endswith("collect.guest_agent_filesystems: true")
+    assert got[("metric", "pve_request_errors_total")].reason.startswith("removed on purpose")
+    assert got[("metric", "pve_scrape_api_duration_seconds_bucket")].reason.startswith("renamed")
+    assert ("label", "mountpoint") not in got and ("label", "hostname") in got
+
+
+def test_reasons_and_options_do_not_drift_from_the_code() -> None:
+    """The hand-written parts: each GONE name is really absent, each NOTE name really exposed, every
+    prometheus-pve-exporter collector metric exposed, and OPTIONS are the opt-in collect settings."""
+    exp = exposed()
+    every = {n for names in exp.by_option.values() for n in names}
+    for gone in GONE:
+        assert not [n for n in every if n == gone or n.startswith(gone + "_")], gone
+    assert set(NOTES) <= set(exp.default)
+    ppe = (Path(__file__).parent / "ppe_metric_names.txt").read_text().split()
+    assert [n for n in ppe if n not in exp.default] == []
+    opt_ins = {name for name, f in CollectSettings.model_fields.items() if f.annotation is bool and f.default is False}
+    assert opt_ins - {"all_enum_states"} == set(OPTIONS)  # all_enum_states adds rows, no names
+    assert "pve_guest_balloon_actual_bytes" in exp.by_option["qemu_full_status"]
+
+
+def test_cli_exit_codes_and_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pve_exporter", *args], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
+    ok = run("check-dashboard", str(FIXTURES / "ppe-dashboard.json"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1].endswith("18 queries checked, 0 missing")
+    assert all(line.split("\t")[0] in ("NOTE", "SKIPPED", "MISSING") for line in ok.stdout.splitlines()[:-1])
+    bad = run("check-rules", str(FIXTURES / "ppe-missing-rules.yml"))
+    assert bad.returncode == 1 and "MISSING\tmetric\tpve_request_errors_total\t" in bad.stdout
+    assert "collector failing" not in bad.stdout  # the simulator run's logs go to stderr
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "norules.yml").write_text("scrape_configs: []\n")
+    for cmd, path in (("check-dashboard", tmp_path / "broken.json"), ("check-dashboard", tmp_path / "list.json"),
+                      ("check-dashboard", tmp_path / "absent.json"), ("check-rules", tmp_path / "norules.yml"),
+                      ("check-rules", FIXTURES / "ppe-dashboard.json")):  # fmt: skip
+        assert cli.main([cmd, str(path)]) == 2, (cmd, path)
+        out, err = capsys.readouterr()
+        assert out == "" and "cannot read" in err and str(path) in err
