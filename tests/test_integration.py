@@ -225,9 +225,11 @@ async def test_every_pve_flavour_collects_cleanly(version):
 
 
 async def test_api_calls_per_cycle_match_the_formula():
-    """First cycle: 2 + 4 + 6·N + B + G; fast cycles: 2 + 2 + 4·N, + N once a minute (documented in the README).
+    """First cycle: 2 + 6 + 9·N + B + G; fast cycles: 2 + 2 + 4·N, + N once a minute (documented in the README).
 
-    B = backup storage listings: `local` on each node plus the shared `nfs-backup` once.
+    B = backup storage listings: `local` on each node plus the shared `nfs-backup` once. The slow tier
+    (and so the first cycle) also asks /pools and the HA status once, and ZFS, disks and certificates
+    per node (issue 13).
     """
     async with sim_daemon(clusters=(("lab", 4, 5),)) as (daemon, sim, _):
         lab = sim.cluster("lab")
@@ -239,7 +241,7 @@ async def test_api_calls_per_cycle_match_the_formula():
     n, g = 4, 20
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
     backup_listings = n + 1
-    assert first == 2 + 3 + qdevice + 6 * n + backup_listings + g
+    assert first == 2 + 3 + 2 + qdevice + 9 * n + backup_listings + g
     assert second == 2 + 1 + qdevice + 4 * n
 
 

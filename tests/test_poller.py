@@ -59,6 +59,8 @@ class FakeClient:
             "/cluster/backup-info/not-backed-up": [{"vmid": 100, "name": "vm100", "type": "qemu"}],
             "/cluster/config/qdevice": {},
             "/cluster/tasks": [],
+            "/pools": [{"poolid": "prod"}],
+            "/cluster/ha/status/current": [{"id": "quorum", "type": "quorum", "quorate": 1}],
         }
         for i in range(1, n_nodes + 1):
             self.answers[f"/nodes/pve{i}/replication"] = []
@@ -67,6 +69,8 @@ class FakeClient:
             self.answers[f"/nodes/pve{i}/qemu"] = []
             self.answers[f"/nodes/pve{i}/lxc"] = []
             self.answers[f"/nodes/pve{i}/rrddata"] = [{"time": 60, "pressurecpusome": 0.25}]
+            for suffix in ("disks/zfs", "disks/list", "certificates/info"):  # slow tier (issue 13)
+                self.answers[f"/nodes/pve{i}/{suffix}"] = []
         self.calls: list[str] = []
         self.hang: set[str] = set()
         self.in_flight = 0
@@ -127,13 +131,14 @@ async def test_first_cycle_runs_every_tier_and_shares_status_and_resources():
 
 
 async def test_request_count_formula_per_cycle():
-    """First cycle: 2 shared + version + backup-info + qdevice + tasks + 6 per node (status, rrddata, qemu,
-    lxc, replication, subscription) + G configs (+ backup listings: none here, the fake has no storages).
+    """First cycle: 2 shared + version + backup-info + qdevice + tasks + pools + HA status + 9 per node
+    (status, rrddata, qemu, lxc, replication, subscription, ZFS, disks, certificates) + G configs
+    (+ backup listings: none here, the fake has no storages).
     Fast cycles: 2 shared + qdevice + tasks + 4 per node, nothing per guest (rrddata once a minute)."""
     n, per_node = 3, 4
     poller, client, clock, _ = make(client=FakeClient(n_nodes=n, guests_per_node=per_node))
     await poller.run_once()
-    assert len(client.calls) == 2 + 4 + 6 * n + n * per_node
+    assert len(client.calls) == 2 + 4 + 2 + 9 * n + n * per_node
     client.calls.clear()
     clock.t += 15
     await poller.run_once()

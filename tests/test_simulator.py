@@ -782,7 +782,8 @@ async def test_every_endpoint_answers(aiohttp_client: Any, clock: FakeClock, spe
             if kind and (guest is None or f"/{kind}/" not in route.template):
                 continue
             path = route.template.format(node=node.name, vmid=guest.vmid if guest else 0, upid=task.text,
-                                         storage=node.storages[0].storage if node.storages else "local")
+                                         storage=node.storages[0].storage if node.storages else "local",
+                                         poolid=c.pools[0])
             if route.template.endswith("/rrddata"):
                 path += "?timeframe=hour"  # required by PVE
             status, reason, body = await api(client, path)

@@ -22,6 +22,7 @@ from aiohttp import web
 from pve_exporter.simulator import agent as _agent  # noqa: F401  (registers the guest agent fsinfo)
 from pve_exporter.simulator import backups as _backups  # noqa: F401  (registers storage content)
 from pve_exporter.simulator import endpoints as _endpoints  # noqa: F401  (registers the GET routes)
+from pve_exporter.simulator import hardware_api as _hardware  # noqa: F401  (pools, ZFS, disks, certificates)
 from pve_exporter.simulator import power as _power  # noqa: F401  (registers the power-action POST routes)
 from pve_exporter.simulator import rrd as _rrd  # noqa: F401  (registers node rrddata)
 from pve_exporter.simulator.auth import AuthError, Caller, authenticate

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from pve_exporter.simulator.faults import FaultError
+from pve_exporter.simulator.hardware_control import HardwareControl
 from pve_exporter.simulator.model import SimCluster, Simulator
 
 _FAULT_KEYS = {"kind", "node", "path", "method", "status", "message", "latency_ms", "count"}
@@ -54,6 +55,7 @@ class ControlApi:
             web.post("/_sim/nodes/{node}/online", self.set_online),
             web.get("/_sim/clock", self.clock),
             web.post("/_sim/clock", self.clock),
+            *HardwareControl(self.sim, self.cluster).routes(),  # pool health, disk SMART, certificate expiry
         ]
 
     async def add_fault(self, request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
+from pve_exporter.simulator.hardware import make_hardware
 from pve_exporter.simulator.model import GiB, MiB, ReplicationJob, SimGuest, SimNode, SimStorage
 
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ _STORAGES = (
 def populate(cluster: SimCluster, now: float) -> None:
     rng = random.Random(f"{cluster.seed}/{cluster.name}")
     nodes = [_make_node(cluster, rng, i, now) for i in range(1, cluster.node_count + 1)]
-    for node in nodes:
+    for i, node in enumerate(nodes, 1):
         cluster.nodes[node.name] = node
+        node.hardware = make_hardware(i, node.name, cluster.name, now)
     cluster.node_order = _unsorted_order([n.name for n in nodes], rng)
     cluster.pools = ["dev", "prod"]
     cluster.config_version = cluster.node_count + 4

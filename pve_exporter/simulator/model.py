@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pve_exporter.simulator.auth import TokenTable, default_tokens
 from pve_exporter.simulator.faults import Fault, FaultError, FaultSet
+from pve_exporter.simulator.hardware import NodeHardware
 from pve_exporter.simulator.stats import RequestStats
 from pve_exporter.simulator.upid import Upid
 from pve_exporter.simulator.versions import PveVersion
@@ -230,6 +231,7 @@ class SimNode:
     guests: list[SimGuest] = field(default_factory=list)  # in the node's (hash-like) list order
     storages: list[SimStorage] = field(default_factory=list)
     tasks: list[SimTask] = field(default_factory=list)  # oldest first
+    hardware: NodeHardware = field(default_factory=NodeHardware)  # ZFS pools, disks, certificates
 
     def uptime(self, now: float) -> int:
         return max(0, int(now - self.boot_at))

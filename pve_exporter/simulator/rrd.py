@@ -44,7 +44,7 @@ def _node_rrddata(ctx: Ctx) -> Any:
                        netin=12345.6 * (0.5 + j), netout=2345.6 * (0.5 + j))  # fmt: skip
             if pve9:
                 # PSI avg10 of /proc/pressure/* as pvestatd stores it: percentages (0-100).
-                row.update(memavailable=float(node.maxmem - node.mem_used(t)), arcsize=0.0,
+                row.update(memavailable=float(node.maxmem - node.mem_used(t)), arcsize=node.hardware.arc_size(),
                            pressurecpusome=round(20.0 * j, 4), pressureiosome=round(5.0 * j, 4),
                            pressureiofull=round(2.0 * j, 4), pressurememorysome=0.0,
                            pressurememoryfull=0.0)  # fmt: skip
