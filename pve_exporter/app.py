@@ -384,7 +384,7 @@ async def _metrics_response(request: web.Request, selection: list[str]) -> web.S
     if _wants_gzip(request):
         # One gzip stream: the cached, pre-compressed parts plus the self-metrics part.
         own = render(daemon.stats.families(selection))
-        chunks = [daemon.exposition.gzipped(selection, extra=Part.of(own))]
+        chunks = await daemon.exposition.gzip_chunks(selection, extra=Part.of(own))  # joined in a worker thread
         resp.headers["Content-Encoding"] = "gzip"
     else:
         page = await daemon.exposition.plain(selection)  # inflated in a worker thread, kept per snapshot

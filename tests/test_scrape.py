@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from types import MappingProxyType
@@ -76,9 +77,30 @@ async def test_a_plain_scrape_inflates_in_a_worker_thread_once_per_snapshot(clie
     assert len(data_lines(text, "a")) == 5 and calls == [False, False]
 
 
-async def test_concurrent_plain_scrapes_share_one_inflate(client, monkeypatch):
-    import asyncio
+async def test_a_changed_page_is_joined_in_a_worker_thread(client, monkeypatch):
+    """Joining ~2000 compressed parts (MBs, a CRC combine each) is no work for the event loop."""
+    from pve_exporter.export import gzipjoin
 
+    daemon, c = client
+    calls: list[bool] = []
+    real = gzipjoin.concat
+
+    def spy(parts):  # type: ignore[no-untyped-def]
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real(parts)
+
+    monkeypatch.setattr(gzipjoin, "concat", spy)
+    daemon.store.put(snap("a", 1000))
+    for enc in ("gzip", "gzip", "identity"):
+        resp = await c.get("/metrics", headers={"Accept-Encoding": enc})
+        assert len(data_lines(await resp.text(), "a")) == 1000
+    assert calls == [False]  # once per change, off the loop; the plain scrape reuses the joined page
+    daemon.store.put(snap("a", 7, seq=2))
+    resp = await c.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert len(data_lines(await resp.text(), "a")) == 7 and calls == [False, False]
+
+
+async def test_concurrent_plain_scrapes_share_one_inflate(client, monkeypatch):
     daemon, c = client
     calls: list[int] = []
     real = prometheus._inflate

@@ -85,17 +85,21 @@ def concat(parts: Iterable[Part]) -> Joined:
     return Joined(b"".join(chunks), crc, size)
 
 
-def finish(prefix: Joined, *tail: Part) -> bytes:
-    """A complete gzip stream: the prefix's data followed by the tail parts' data."""
+def finish_chunks(prefix: Joined, *tail: Part) -> list[bytes]:
+    """A complete gzip stream as chunks to write one after the other (the prefix is not copied)."""
     crc, size = prefix.crc, prefix.size
     chunks = [_HEADER, prefix.deflate]
     for p in tail:
         chunks.append(p.deflate)
         crc = _multmodp(p.shift, crc) ^ p.crc
         size += p.size
-    chunks.append(_FINAL_BLOCK)
-    chunks.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
-    return b"".join(chunks)
+    chunks.append(_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return chunks
+
+
+def finish(prefix: Joined, *tail: Part) -> bytes:
+    """A complete gzip stream: the prefix's data followed by the tail parts' data."""
+    return b"".join(finish_chunks(prefix, *tail))
 
 
 def join(parts: Iterable[Part]) -> bytes:

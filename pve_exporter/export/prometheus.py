@@ -120,6 +120,7 @@ class Exposition:
         self._cache: dict[Key, tuple[tuple[int, ...], gzipjoin.Joined]] = {}
         self._plain: dict[Key, tuple[tuple[int, ...], bytes]] = {}
         self._plain_lock = asyncio.Lock()
+        self._join_lock = asyncio.Lock()
         # At most one per cluster: a cycle cancelled between prepare and its swap leaves one behind,
         # which the cluster's next prepare replaces and remove() drops.
         self._prepared: dict[str, tuple[Snapshot, RenderedCluster]] = {}
@@ -179,25 +180,55 @@ class Exposition:
                 out.append(part[1])
         return out
 
-    def _joined(self, key: Key) -> tuple[tuple[int, ...], gzipjoin.Joined]:
-        """The selection's parts strung together, cached until one of its clusters changes."""
-        version = self._version(key)
+    def _cached(self, key: Key, version: tuple[int, ...]) -> gzipjoin.Joined | None:
         hit = self._cache.get(key)
-        if hit is None or hit[0] != version:
-            hit = (version, gzipjoin.concat(self.parts(key)))
-            if len(self._cache) >= self.MAX_CACHED and key not in self._cache:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = hit
-        return version, hit[1]
+        return hit[1] if hit is not None and hit[0] == version else None
+
+    def _keep(self, key: Key, version: tuple[int, ...], joined: gzipjoin.Joined) -> None:
+        if len(self._cache) >= self.MAX_CACHED and key not in self._cache:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (version, joined)
+
+    def _joined_now(self, key: Key) -> gzipjoin.Joined:
+        """The selection's parts strung together, on this thread (tests and tools)."""
+        version = self._version(key)
+        joined = self._cached(key, version)
+        if joined is None:
+            joined = gzipjoin.concat(self.parts(key))
+            self._keep(key, version, joined)
+        return joined
+
+    async def joined(self, selection: Sequence[str]) -> tuple[tuple[int, ...], gzipjoin.Joined]:
+        """The selection's parts strung together (a few MB and a CRC combine per part at reference
+        scale: done in a worker thread), cached until one of its clusters changes."""
+        key = self._key(selection)
+        version = self._version(key)
+        joined = self._cached(key, version)
+        if joined is not None:
+            return version, joined
+        async with self._join_lock:  # concurrent scrapes of a changed page join it once
+            version = self._version(key)
+            joined = self._cached(key, version)
+            if joined is None:
+                joined = await asyncio.to_thread(gzipjoin.concat, self.parts(key))
+                if self._version(key) == version:  # still current (no swap meanwhile): keep it
+                    self._keep(key, version, joined)
+        return version, joined
+
+    async def gzip_chunks(self, selection: Sequence[str], extra: Part | None = None) -> list[bytes]:
+        """The page as one gzip stream in chunks (nothing copied into one buffer); `extra` (the
+        self-metrics, new every scrape) is appended."""
+        joined = (await self.joined(selection))[1]
+        return gzipjoin.finish_chunks(joined, extra) if extra is not None else gzipjoin.finish_chunks(joined)
 
     def gzipped(self, selection: Sequence[str], extra: Part | None = None) -> bytes:
         """The page as one gzip stream; `extra` (the self-metrics, new every scrape) is appended."""
-        joined = self._joined(self._key(selection))[1]
+        joined = self._joined_now(self._key(selection))
         return gzipjoin.finish(joined, extra) if extra is not None else gzipjoin.finish(joined)
 
     def body(self, selection: Sequence[str], *, gzipped: bool = False) -> bytes:
         """The same page, plain unless `gzipped` (synchronous: tests and tools; scrapes use `plain`)."""
-        joined = self._joined(self._key(selection))[1]
+        joined = self._joined_now(self._key(selection))
         return gzipjoin.finish(joined) if gzipped else _inflate(joined.deflate)
 
     async def plain(self, selection: Sequence[str]) -> bytes:
@@ -205,13 +236,16 @@ class Exposition:
         reference scale) and kept until one of its clusters changes, so repeated plain scrapes of
         one snapshot pay once and the event loop never does."""
         key = self._key(selection)
+        hit = self._plain.get(key)
+        if hit is not None and hit[0] == self._version(key):
+            return hit[1]
         async with self._plain_lock:  # concurrent plain scrapes of one page inflate it once
-            version, joined = self._joined(key)
+            version, joined = await self.joined(key)
             hit = self._plain.get(key)
             if hit is not None and hit[0] == version:
                 return hit[1]
             text = await asyncio.to_thread(_inflate, joined.deflate)
-            if self._version(key) == version:  # still current (no swap meanwhile): keep it
+            if self._version(key) == version:
                 self._plain[key] = (version, text)
                 self._trim_plain(key)
             return text
