@@ -18,6 +18,7 @@ from pve_exporter import __version__, htmlsecurity, logs
 from pve_exporter.collect import build_collectors
 from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
+from pve_exporter.control.host import ClusterView, FamilySource
 from pve_exporter.control.operations import HistoryError
 from pve_exporter.control.plane import ControlPlane
 from pve_exporter.export.gzipjoin import Part
@@ -102,7 +103,8 @@ class Daemon:
         self.store.subscribe(self._to_influx)
         self.stats.extra.append(self._influx_families)
         self.clusters: dict[str, ClusterRuntime] = {}
-        self.control: ControlPlane | None = None  # the control API (settings.control.enabled), made in start()
+        # The control API (settings.control.enabled): made here so the web app can hold it, started in start().
+        self.control: ControlPlane | None = ControlPlane(self, settings.control) if settings.control.enabled else None
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.restart_required: tuple[str, ...] = ()
@@ -205,16 +207,13 @@ class Daemon:
         await self._start_influx()
         for cfg in self.settings.clusters:
             self._start_one(cfg)
-        if self.settings.control.enabled:  # after the clusters: recovery reads tasks back through their clients
-            control = ControlPlane(self, self.settings.control)
-            await control.start()
-            self.control = control
+        if self.control is not None:  # after the clusters: recovery reads tasks back through their clients
+            await self.control.start()
         return True
 
     async def stop(self) -> None:
         if self.control is not None:  # first: running actions record their state while clients still work
-            control, self.control = self.control, None
-            await control.stop()
+            await self.control.stop()
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
         await self._stop_influx()  # after the pollers: what is still in memory goes to the spool
@@ -341,6 +340,42 @@ class Daemon:
         log.info("config reloaded", clusters=sorted(fresh), changed=sorted(changed),
                  removed=sorted(rt.cfg.name for rt in removed))  # fmt: skip
         return True
+
+    # -- what the control plane sees of the daemon (control.host.ControlHost) ------------------
+
+    def cluster_names(self) -> list[str]:
+        return sorted(self.clusters)
+
+    def cluster_view(self, name: str) -> ClusterView | None:
+        rt = self.clusters.get(name)
+        if rt is None:
+            return None
+        return ClusterView(name, rt.client, rt.cfg.token_id, rt.cfg.interval_seconds, rt.cfg.stale_after,
+                           tuple(rt.client.endpoints))  # fmt: skip
+
+    def latest_snapshot(self, name: str) -> Snapshot | None:
+        return self.store.get(name)
+
+    def refresh_soon(self, name: str) -> None:
+        if (rt := self.clusters.get(name)) is not None:
+            rt.poller.trigger()
+
+    async def collect_now(self, name: str) -> None:
+        """Wake the poll loop; without one (autostart off: tests) run one cycle here."""
+        rt = self.clusters.get(name)
+        if rt is None:
+            return
+        if rt.task is not None and not rt.task.done():
+            rt.poller.trigger()
+        else:
+            await rt.poller.run_once()
+
+    def add_self_metrics(self, source: FamilySource) -> None:
+        self.stats.extra.append(source)
+
+    def remove_self_metrics(self, source: FamilySource) -> None:
+        if source in self.stats.extra:
+            self.stats.extra.remove(source)
 
     def ready(self) -> bool:
         return all(self.store.get(name) is not None for name in self.clusters)
@@ -473,24 +508,22 @@ async def handle_index(request: web.Request) -> web.Response:
         )
     page = _INDEX.format(version=__version__, rows="\n".join(rows), style=_INDEX_STYLE)
     if daemon.control is not None:
-        page = page.replace("</body>", await _recent_operations(daemon.control) + "</body>")
+        page = page.replace("</body>", await _operation_counts(daemon.control) + "</body>")
     return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": _INDEX_CSP})
 
 
-async def _recent_operations(control: ControlPlane) -> str:
-    """The landing page's link to the control page and its last ten operations."""
-    rows = []
-    for op in await control.recent(10):
-        cells = (op["requested_at"], op["cluster"], f"{op['resource_type'] or ''}/{op['resource_id']}",
-                 op["resource_name"] or "", op["operation"] + (" (force)" if op["force"] else ""), op["status"],
-                 op["user"], op["error_message"] or "")
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    body = "\n".join(rows) or "<tr><td colspan='8'>none yet</td></tr>"
+async def _operation_counts(control: ControlPlane) -> str:
+    """The landing page is public: a link to the control page and operation counts by status only
+    (names, users, addresses and PVE's messages need a `read` token, on /ui/)."""
+    counts = await control.operation_counts()
+    if counts is None:
+        body = "<tr><td colspan='2'>the operation history is unavailable (see the daemon log)</td></tr>"
+    else:
+        body = "\n".join(f"<tr><td>{html.escape(s)}</td><td>{n}</td></tr>" for s, n in counts.items())
     return (
         "<h2>Control</h2><p><a href='ui/'>Guest power control and operation history</a> · "
-        "<a href='api/v1/openapi.json'>API (OpenAPI)</a></p>\n<h3>Recent operations</h3>\n"
-        "<table id='recent-operations'><tr><th>requested</th><th>cluster</th><th>guest</th><th>name</th>"
-        f"<th>action</th><th>status</th><th>user</th><th>error</th></tr>\n{body}\n</table>"
+        "<a href='api/v1/openapi.json'>API (OpenAPI)</a></p>\n<h3>Operations</h3>\n"
+        f"<table id='operation-counts'><tr><th>status</th><th>operations</th></tr>\n{body}\n</table>"
     )
 
 
@@ -512,10 +545,14 @@ _INDEX = """<!doctype html>
 
 def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Application:
     middlewares = []
+    basic_auth = None
     if web_config is not None and web_config.basic_auth_users:
-        middlewares.append(basic_auth_middleware(BasicAuth(web_config.basic_auth_users)))
+        basic_auth = BasicAuth(web_config.basic_auth_users)
+        middlewares.append(basic_auth_middleware(basic_auth))
     app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app[DAEMON] = daemon
+    if basic_auth is not None:
+        app.on_cleanup.append(lambda _app: basic_auth.close())  # its bcrypt threads end with the app
     htmlsecurity.install(app)
 
     async def lifecycle(app: web.Application) -> Any:
@@ -530,7 +567,7 @@ def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Applic
     app.router.add_get("/pve", handle_pve)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_ready)
-    control_routes.setup(app, enabled=daemon.settings.control.enabled)
+    control_routes.setup(app, daemon.control)
     return app
 
 

@@ -367,6 +367,11 @@ class ControlSettings(Strict):
     shutdown_grace_seconds: float = Field(
         default=5.0, ge=0, le=120, description="On stop: how long running actions may finish before they are cut off"
     )
+    recovery_give_up_seconds: float = Field(
+        default=3600.0, ge=60, le=7 * 86_400,
+        description="After a restart, how long an unfinished operation stays `running` while PVE does not answer "
+                    "about its task; then it becomes `interrupted`",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _tokens(self) -> ControlSettings:

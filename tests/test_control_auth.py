@@ -175,16 +175,25 @@ async def test_disabled_control_answers_404_everywhere(tmp_path: Path) -> None:
     assert daemon.control is None
 
 
-async def test_landing_page_links_the_control_page_and_lists_recent_operations(tmp_path: Path) -> None:
+async def test_landing_page_links_the_control_page_and_shows_only_counts(tmp_path: Path) -> None:
+    """`/` needs no token: it shows operation counts by status, never names, users, addresses or
+    PVE's messages (issue 11 item 12); those stay behind `read` on /ui/ and the API."""
     async with control_app(tmp_path / "ops.sqlite") as ctl:
         op = await ctl.act("lab", 102, "restart")
         await ctl.wait_upid(op["id"])
         ctl.advance(60)
         await ctl.wait_op(op["id"])
+        bad = await ctl.act("lab", 104, "start")  # a template: fails with PVE's message
+        await ctl.wait_upid(bad["id"])
+        ctl.advance(60)
+        failed = await ctl.wait_op(bad["id"])
+        assert failed["status"] == "failed" and failed["error_message"]
         page = await (await ctl.client.get("/")).text()
-        assert "href='ui/'" in page and "recent-operations" in page
-        assert "<td>restart</td><td>succeeded</td><td>ops</td>" in page
-        assert "&quot;quoted&quot;" in page  # the guest's odd name, escaped
+        assert "href='ui/'" in page and "operation-counts" in page
+        assert "<tr><td>succeeded</td><td>1</td></tr>" in page and "<tr><td>failed</td><td>1</td></tr>" in page
+        assert "<tr><td>running</td><td>0</td></tr>" in page
+        for private in ("ops", "127.0.0.1", "quoted", failed["error_message"], op["id"], "restart"):
+            assert private not in page.split("<h2>Control</h2>", 1)[1], private
         ui = await ctl.client.get("/ui/")
         assert ui.status == 200 and "script-src 'self'" in ui.headers["Content-Security-Policy"]
         assert "app.js" in await ui.text()

@@ -2,9 +2,10 @@
 
 One operation is one guest. It is written to the history as `pending` before anything is sent
 to PVE, becomes `running` when the runner picks it up, and ends `succeeded`, `failed` (PVE
-refused: its message is kept), `timed_out` (the task outlived `timeout_seconds`), `cancelled`
-(a queued bulk member) or `interrupted` (the daemon stopped or crashed and the outcome could not
-be read back). The mapping to PVE (pve-api.md §4):
+refused: its message is kept, scrubbed of secrets), `timed_out` (the task outlived
+`timeout_seconds`, or PVE never answered the power call and no task for it appeared: the outcome
+is unknown), `cancelled` (a queued bulk member) or `interrupted` (never sent because the daemon
+stopped, or PVE no longer knows the task after a restart). The mapping to PVE (pve-api.md §4):
 
 | action  | force=false                     | force=true                                   |
 |---------|---------------------------------|----------------------------------------------|
@@ -16,6 +17,9 @@ Node and type come from the latest snapshot; a guest missing there, or one PVE s
 where the snapshot put it, is looked up again in `/cluster/resources` (and the call retried
 once on its new node). HA-managed guests answer start/stop with `hastart`/`hastop` tasks that
 end at once; the runner then polls the guest's status until it is what was asked for.
+
+Deadlines and backoff follow the host's monotonic clock; wall time is only written to the history.
+The cluster (and its PVE client) is looked up through the host on every call: a reload may replace it.
 """
 
 from __future__ import annotations
@@ -25,27 +29,50 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+import aiohttp
 import structlog
 
 from pve_exporter.control.audit import audit
 from pve_exporter.control.errors import ApiProblem
+from pve_exporter.control.host import ClusterView, ControlHost
 from pve_exporter.control.metrics import ControlMetrics
-from pve_exporter.control.operations import TERMINAL, Operation, OperationStore, evolve, new_id
+from pve_exporter.control.operations import (
+    TERMINAL,
+    HistoryError,
+    Operation,
+    OperationFilter,
+    OperationStore,
+    evolve,
+    new_id,
+)
+from pve_exporter.control.scrub import scrub_secrets
 from pve_exporter.poller import guest_inventory
-from pve_exporter.pve.errors import PveError, PveTimeoutError
+from pve_exporter.pve.client import PveClient
+from pve_exporter.pve.errors import PveError, PveTimeoutError, PveUnreachableError
 from pve_exporter.snapshot import GuestRef
 
 log = structlog.get_logger("pve_exporter.control.actions")
 
 _UPID = re.compile(r"^UPID:([a-zA-Z0-9][a-zA-Z0-9-]*):[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:([^:\s/]+):")
+_UPID_FIELDS = re.compile(
+    r"^UPID:([a-zA-Z0-9][a-zA-Z0-9-]*):[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:([0-9A-Fa-f]{8}):([^:\s/]+):([^:\s/]*):([^:\s/]+):$"
+)
 # PVE's ways of saying "that guest's config is not on this node" (it moved, or the snapshot is old).
 _ELSEWHERE = re.compile(
     r"Configuration file 'nodes/[^']+' does not exist|unable to find configuration file for VM|"
     r"\b(?:CT|VM) \d+ not running"
 )
 _OK_STATUS = re.compile(r"^(OK|WARNINGS: \d+)$")
+# Tasks.pm read_task_status: raise_param_exc({upid => "no such task"}) / "unable to parse worker upid"
+_NO_SUCH_TASK = re.compile(r"no such task|unable to parse worker upid", re.I)
+
+RECOVERY_CONCURRENCY = 4  # unfinished operations re-checked at once after a restart
+RECOVERY_BACKOFF_MAX = 30.0  # s: the longest wait between two re-checks while PVE does not answer
+TASK_CLOCK_SLACK = 120  # s: a task found in the task list may start this much before our clock sent the call
+NOT_STARTED = "the daemon stopped before this action started"
+NOT_SENT = "the daemon stopped before this action was sent to PVE"
 
 
 def upid_node(upid: str) -> str | None:
@@ -82,21 +109,52 @@ def plan_steps(action: str, force: bool, guest_type: str, timeout: float) -> lis
     raise ValueError(f"unknown action {action!r}")
 
 
-class ClusterLike(Protocol):
-    client: Any
-    poller: Any
+def task_types(pve_call: str, guest_type: str) -> frozenset[str]:
+    """The task types a `status/<pve_call>` can start (HA-managed guests get hastart/hastop)."""
+    types = {("qm" if guest_type == "qemu" else "vz") + pve_call}
+    if pve_call == "start":
+        types.add("hastart")
+    elif pve_call in ("stop", "shutdown"):
+        types.add("hastop")
+    return frozenset(types)
 
 
-class DaemonLike(Protocol):
-    clusters: Mapping[str, Any]
-    store: Any
-    clock: Callable[[], float]
+def pick_task(
+    rows: Any, *, types: frozenset[str], vmid: int, user: str, since: int, exclude: frozenset[str]
+) -> str | None:
+    """From a `GET /nodes/{node}/tasks` answer: the UPID of the earliest task of one of `types` for
+    `vmid`, started by `user` (the token) at or after `since`, that is not one of `exclude`."""
+    best: tuple[int, str] | None = None
+    for row in rows if isinstance(rows, list) else ():
+        upid = row.get("upid") if isinstance(row, dict) else None
+        m = _UPID_FIELDS.match(upid) if isinstance(upid, str) else None
+        if m is None or upid in exclude:
+            continue
+        start, kind, ident, owner = int(m.group(2), 16), m.group(3), m.group(4), m.group(5)
+        matches = kind in types and ident == str(vmid) and owner == user and start >= since
+        if matches and (best is None or start < best[0]):
+            best = (start, upid)
+    return best[1] if best else None
+
+
+def task_gone(exc: PveError) -> bool:
+    """PVE answered and does not know the task: the only reason to give a re-checked operation up."""
+    return exc.status == 404 or (exc.status in (400, 500) and bool(_NO_SUCH_TASK.search(exc.message)))
+
+
+def outcome_unknown(exc: PveError) -> bool:
+    """The power call may have reached PVE although no answer came back (timeout, connection lost
+    after sending). A connection that could not even be opened sent nothing."""
+    if isinstance(exc, PveTimeoutError):
+        return True
+    return (isinstance(exc, PveUnreachableError) and exc.status is None
+            and not isinstance(exc.__cause__, aiohttp.ClientConnectorError))  # fmt: skip
 
 
 class StepFailed(Exception):
     def __init__(self, status: str, message: str, op: Operation | None = None) -> None:
         super().__init__(message)
-        self.status = status  # failed | timed_out
+        self.status = status  # failed | timed_out | interrupted
         self.message = message
         self.op = op  # the operation as far as it got (its UPID, its node)
 
@@ -112,47 +170,56 @@ class ActionRunner:
 
     def __init__(
         self,
-        daemon: DaemonLike,
+        host: ControlHost,
         store: OperationStore,
         metrics: ControlMetrics,
         *,
         poll_seconds: float = 1.0,
+        recovery_give_up_seconds: float = 3600.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.daemon = daemon
+        self.host = host
         self.store = store
         self.metrics = metrics
         self.poll_seconds = poll_seconds
+        self.recovery_give_up_seconds = recovery_give_up_seconds
         self.sleep = sleep
         self.accepting = True
         self.busy: dict[tuple[str, int], str] = {}  # (cluster, vmid) -> id of the operation holding the guest
         self._keys: dict[tuple[str, str], asyncio.Future[Operation]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._queued: set[str] = set()  # bulk members still waiting for a slot (nothing sent yet)
         self._op_cluster: dict[str, str] = {}
+        self._recovered = asyncio.Event()  # set once recovery has reserved the guests it re-checks
+        self._recovered.set()
 
     @property
     def clock(self) -> Callable[[], float]:
-        return self.daemon.clock
+        return self.host.clock
+
+    def monotonic(self) -> float:
+        return self.host.monotonic()
 
     # ---- guests ---------------------------------------------------------------------------------
-    def cluster(self, name: str) -> ClusterLike:
-        rt = self.daemon.clusters.get(name)
-        if rt is None:
+    def cluster(self, name: str) -> ClusterView:
+        view = self.host.cluster_view(name)
+        if view is None:
             raise ApiProblem("CLUSTER_NOT_FOUND", f"cluster {name!r} is not configured",
-                             details={"cluster": name, "configured": sorted(self.daemon.clusters)})
-        return rt  # type: ignore[no-any-return]
+                             details={"cluster": name, "configured": self.host.cluster_names()})
+        return view
 
     async def locate(self, cluster: str, vmid: int, *, refresh: bool = False) -> GuestRef | None:
         """The guest from the latest snapshot, or (missing there, or `refresh`) from /cluster/resources."""
-        rt = self.cluster(cluster)
+        view = self.cluster(cluster)
         if not refresh:
-            snap = self.daemon.store.get(cluster)
+            snap = self.host.latest_snapshot(cluster)
             if snap is not None and vmid in snap.guests:
-                return snap.guests[vmid]  # type: ignore[no-any-return]
+                return snap.guests[vmid]
         try:
-            data = await rt.client.get("/cluster/resources", {"type": "vm"})
+            data = await view.client.get("/cluster/resources", {"type": "vm"})
         except PveError as exc:
-            raise ApiProblem("PVE_ERROR", f"cannot look up guest {vmid} in cluster {cluster!r}: {exc.message}",
+            raise ApiProblem("PVE_ERROR", f"cannot look up guest {vmid} in cluster {cluster!r}: "
+                             f"{scrub_secrets(exc.message)}",
                              details={"cluster": cluster, "vmid": vmid, "pve_status": exc.status,
                                       "kind": exc.kind}) from None
         return guest_inventory(data).get(vmid)
@@ -190,6 +257,8 @@ class ActionRunner:
         """Validate, record (`pending`) and start one action; answers at once, PVE is called in the background."""
         self.check_accepting()
         self.cluster(cluster)
+        await self._recovered.wait()  # recovery reserves its guests first (one database query)
+        self.check_accepting()
         if idempotency_key is None:
             op = await self._create(cluster, vmid, action, force, timeout_seconds, user, client_ip, None)
             return _Submission(op, False)
@@ -265,6 +334,8 @@ class ActionRunner:
         they still should run (False: the batch was cancelled meanwhile and has recorded that)."""
         self.metrics.in_progress[op.cluster] += 1
         self._op_cluster[op.id] = op.cluster
+        if slot is not None:
+            self._queued.add(op.id)
         self._tasks[op.id] = asyncio.create_task(self._run(op, slot, admit), name=f"operation-{op.id}")
 
     async def _run(self, op: Operation, slot: asyncio.Semaphore | None, admit: Callable[[], bool] | None) -> None:
@@ -274,7 +345,11 @@ class ActionRunner:
                 op = await self._execute(op)
             else:
                 async with slot:
+                    self._queued.discard(op.id)
                     if admit is not None and not admit():
+                        return
+                    if not self.accepting:  # shutdown began while this member waited: never send it
+                        op = await self._finish(op, "interrupted", NOT_STARTED)
                         return
                     op = await self._execute(op)
         except asyncio.CancelledError:
@@ -289,6 +364,7 @@ class ActionRunner:
     def _done(self, op: Operation) -> None:
         self.release(op)
         self._tasks.pop(op.id, None)
+        self._queued.discard(op.id)
         cluster = self._op_cluster.pop(op.id, op.cluster)
         self.metrics.in_progress[cluster] = max(0, self.metrics.in_progress[cluster] - 1)
         if op.idempotency_key is not None:
@@ -301,7 +377,7 @@ class ActionRunner:
             return
         try:
             if current.upid is None:
-                why = ("the daemon stopped before this action started" if current.status == "pending"
+                why = (NOT_STARTED if current.status == "pending"
                        else "the daemon stopped before PVE confirmed the action; check the guest's state")
                 await asyncio.wait_for(self._finish(current, "interrupted", why), timeout=2.0)
             else:
@@ -319,44 +395,62 @@ class ActionRunner:
 
     async def _execute(self, op: Operation, *, resume: bool = False) -> Operation:
         now = self.clock()
-        if op.cluster not in self.daemon.clusters:
+        if self.host.cluster_view(op.cluster) is None:
             return await self._finish(evolve(op, started_at=op.started_at or now), "failed",
                                       f"cluster {op.cluster!r} is no longer configured")
         if not resume:
             op = evolve(op, status="running", started_at=now)
             await self.store.save(op)
-        started = op.started_at if op.started_at is not None else now
-        deadline = started + op.timeout_seconds
+        # The deadline lives on the monotonic clock; after a restart, what is left of the timeout
+        # is taken from the stored (wall) start once.
+        elapsed = max(0.0, now - op.started_at) if resume and op.started_at is not None else 0.0
+        deadline = self.monotonic() + max(0.0, op.timeout_seconds - elapsed)
         assert op.resource_type is not None
         steps = plan_steps(op.operation, op.force, op.resource_type, op.timeout_seconds)
         first = op.step
         try:
             for i in range(first, len(steps)):
-                op = await self._do_step(op, i, steps[i], deadline, follow_only=resume and i == first)
+                op = await self._do_step(op, i, steps, deadline, follow_only=resume and i == first)
         except StepFailed as exc:
             result = await self._finish(exc.op or op, exc.status, exc.message)
         else:
             result = await self._finish(op, "succeeded", None)
-        self._refresh_soon(op.cluster)
+        self.host.refresh_soon(op.cluster)
         return result
 
+    def _gate(self, op: Operation, index: int, steps: list[Step]) -> None:
+        """After shutdown began, no power call leaves the daemon."""
+        if self.accepting:
+            return
+        if index == 0:
+            raise StepFailed("interrupted", NOT_SENT, op)
+        done = ", ".join(s.pve for s in steps[:index])
+        raise StepFailed("interrupted", f"the daemon stopped after `{done}`; `{steps[index].pve}` was not sent to "
+                                        "PVE; check the guest's state", op)  # fmt: skip
+
     async def _do_step(
-        self, op: Operation, index: int, step: Step, deadline: float, *, follow_only: bool
+        self, op: Operation, index: int, steps: list[Step], deadline: float, *, follow_only: bool
     ) -> Operation:
         """Send one PVE call and follow its task; retried once on the guest's new node if it moved."""
+        step = steps[index]
         retried = False
         while True:
             if follow_only and op.upid:
                 upid, follow_only = op.upid, False
             else:
+                self._gate(op, index, steps)
+                sent_at = self.clock()
                 try:
                     upid = await self._post(op, step)
                 except PveError as exc:
-                    moved = None if retried or not _ELSEWHERE.search(exc.message) else await self._relocated(op)
-                    if moved is not None:
-                        op, retried = moved, True
-                        continue
-                    raise StepFailed("failed", _pve_message(exc), op) from None
+                    if outcome_unknown(exc):
+                        upid = await self._find_task(op, step, sent_at, deadline, exc)
+                    else:
+                        moved = None if retried or not _ELSEWHERE.search(exc.message) else await self._relocated(op)
+                        if moved is not None:
+                            op, retried = moved, True
+                            continue
+                        raise StepFailed("failed", _pve_message(exc), op) from None
                 op = evolve(op, upid=upid, step=index, node=upid_node(upid) or op.node)
                 await self.store.save(op)
             try:
@@ -374,6 +468,44 @@ class ActionRunner:
                 raise
             return op
 
+    async def _find_task(self, op: Operation, step: Step, sent_at: float, deadline: float, exc: PveError) -> str:
+        """The power call got no answer, so PVE may or may not have run it. Look for its task in the
+        node's task list (type, vmid, our token, started since the call) until the deadline; found:
+        follow it; not found: `timed_out`, the outcome unknown."""
+        assert op.resource_type is not None
+        types = task_types(step.pve, op.resource_type)
+        since = int(sent_at) - TASK_CLOCK_SLACK
+        earlier, _ = await self.store.query(OperationFilter(cluster=(op.cluster,), resource_id=(op.resource_id,)),
+                                            limit=20)
+        exclude = frozenset(o.upid for o in earlier if o.upid)
+        log.warning("power call unanswered; looking for its task on the node", operation_id=op.id, node=op.node,
+                    call=step.pve, error=_pve_message(exc))  # fmt: skip
+        last_error = ""
+        while True:
+            past = self.monotonic() >= deadline
+            view = self._view(op.cluster)
+            try:
+                rows = await view.client.get(f"/nodes/{op.node}/tasks",
+                                             {"vmid": op.resource_id, "since": since, "source": "all", "limit": 100})
+            except PveError as lookup:
+                last_error = f"; the task list was unavailable too: {_pve_message(lookup)}"
+            else:
+                last_error = ""
+                upid = pick_task(rows, types=types, vmid=op.resource_id, user=view.token_id, since=since,
+                                 exclude=exclude)  # fmt: skip
+                if upid is not None:
+                    log.info("found the task of the unanswered power call", operation_id=op.id, upid=upid)
+                    return upid
+            if past:
+                raise StepFailed(
+                    "timed_out",
+                    f"PVE did not answer the `{step.pve}` call ({_pve_message(exc)}) and no {'/'.join(sorted(types))} "
+                    f"task for guest {op.resource_id} appeared on node {op.node} within the timeout{last_error}; "
+                    "the outcome is unknown: check the guest's state before retrying",
+                    op,
+                )  # fmt: skip
+            await self.sleep(self.poll_seconds)
+
     async def _relocated(self, op: Operation) -> Operation | None:
         """Look the guest up again; an operation with its new node if it moved, else None."""
         try:
@@ -388,16 +520,27 @@ class ActionRunner:
         await self.store.save(op)
         return op
 
-    def _client(self, cluster: str) -> Any:
-        """The cluster's current PVE client (a config reload may have replaced it, or removed the cluster)."""
-        rt = self.daemon.clusters.get(cluster)
-        if rt is None:
+    def _view(self, cluster: str) -> ClusterView:
+        """The cluster as of now (a config reload may have replaced its client, or removed it)."""
+        view = self.host.cluster_view(cluster)
+        if view is None:
             raise StepFailed("failed", f"cluster {cluster!r} was removed from the config")
-        return rt.client
+        return view
+
+    def _client(self, cluster: str) -> PveClient:
+        return self._view(cluster).client
 
     async def _post(self, op: Operation, step: Step) -> str:
         path = f"/nodes/{op.node}/{op.resource_type}/{op.resource_id}/status/{step.pve}"
-        data = await self._client(op.cluster).post(path, dict(step.params), failover=False)
+        client = self._client(op.cluster)
+        try:
+            data = await client.post(path, dict(step.params), failover=False)
+        except PveError as exc:
+            current = self._client(op.cluster)
+            if exc.kind != "closed" or current is client:
+                raise
+            # A reload closed this client before the call left (nothing was sent): use the new one.
+            data = await current.post(path, dict(step.params), failover=False)
         if not isinstance(data, str) or upid_node(data) is None:
             raise PveError(f"PVE answered {step.pve} without a task id (UPID): {data!r}")
         log.info("power call accepted", operation_id=op.id, path=path, upid=data)
@@ -408,7 +551,7 @@ class ActionRunner:
         node = upid_node(upid)
         last_error: str | None = None
         while True:
-            past = self.clock() >= deadline
+            past = self.monotonic() >= deadline
             try:
                 st = await self._client(cluster).get(f"/nodes/{node}/tasks/{upid}/status")
             except PveError as exc:
@@ -427,7 +570,7 @@ class ActionRunner:
         """HA guests: hastart/hastop only asked HA; wait until the guest really is `expect`."""
         path = f"/nodes/{op.node}/{op.resource_type}/{op.resource_id}/status/current"
         while True:
-            past = self.clock() >= deadline
+            past = self.monotonic() >= deadline
             try:
                 st = await self._client(op.cluster).get(path)
                 state = st.get("status") if isinstance(st, dict) else None
@@ -447,53 +590,60 @@ class ActionRunner:
 
     async def _finish(self, op: Operation, status: str, message: str | None) -> Operation:
         now = self.clock()
-        op = evolve(op, status=status, finished_at=now, started_at=op.started_at or now, error_message=message)
-        await self.store.save(op)
+        op = evolve(op, status=status, finished_at=now, started_at=op.started_at or now,
+                    error_message=scrub_secrets(message))
+        try:
+            await self.store.save(op)
+        except HistoryError as exc:  # visible through the history's health metric; the outcome is still logged
+            log.error("could not record the end of an operation", operation_id=op.id, status=status, error=str(exc))
         self.metrics.operation_finished(op.cluster, op.operation, status, op.duration_seconds)
         audit("power action finished", operation_id=op.id, user=op.user, client_ip=op.client_ip,
               cluster=op.cluster, vmid=op.resource_id, node=op.node, action=op.operation, force=op.force,
-              result=status, error=message, upid=op.upid, duration_seconds=op.duration_seconds)  # fmt: skip
+              result=status, error=op.error_message, upid=op.upid, duration_seconds=op.duration_seconds)  # fmt: skip
         return op
-
-    def _refresh_soon(self, cluster: str) -> None:
-        rt = self.daemon.clusters.get(cluster)
-        if rt is not None:
-            rt.poller.trigger()
 
     # ---- recovery and shutdown ------------------------------------------------------------------
     async def recover(self) -> dict[str, int]:
-        """Operations a crash or stop left `pending`/`running`: read their task back by UPID."""
+        """Operations a crash or stop left `pending`/`running`. Those never confirmed by PVE are
+        `interrupted` at once; the others hold their guest and are re-checked by UPID in the
+        background, a few at a time, staying `running` while PVE does not answer."""
+        self._recovered.clear()
         counts = {"adopted": 0, "interrupted": 0}
-        for op in await self.store.unfinished():
-            if op.upid is None or op.cluster not in self.daemon.clusters:
-                why = ("the daemon stopped before PVE confirmed the action; check the guest's state"
-                       if op.upid is None else f"cluster {op.cluster!r} is no longer configured")
-                await self._finish(op, "interrupted", why)
-                counts["interrupted"] += 1
-                continue
-            rt = self.daemon.clusters[op.cluster]
-            node = upid_node(op.upid)
-            try:
-                await rt.client.get(f"/nodes/{node}/tasks/{op.upid}/status")
-            except PveError as exc:
-                await self._finish(op, "interrupted",
-                                   f"the daemon restarted and could not read task {op.upid} back: {_pve_message(exc)}")
-                counts["interrupted"] += 1
-                continue
-            # The task is known: follow it (and any remaining step) to its end, as before the restart.
-            self.busy[(op.cluster, op.resource_id)] = op.id
-            self.metrics.in_progress[op.cluster] += 1
-            self._op_cluster[op.id] = op.cluster
-            self._tasks[op.id] = asyncio.create_task(self._adopt(op), name=f"operation-{op.id}")
+        try:
+            unfinished = await self.store.unfinished()
+            resumable = []
+            for op in unfinished:
+                if op.upid is None or self.host.cluster_view(op.cluster) is None:
+                    why = ("the daemon stopped before PVE confirmed the action; check the guest's state"
+                           if op.upid is None else f"cluster {op.cluster!r} is no longer configured")
+                    await self._finish(op, "interrupted", why)
+                    counts["interrupted"] += 1
+                    continue
+                holder = self.busy.get((op.cluster, op.resource_id))
+                if holder is not None and holder != op.id:  # cannot happen: submit waits for recovery
+                    log.error("guest already held during recovery", operation_id=op.id, holder=holder)
+                    continue
+                self.busy[(op.cluster, op.resource_id)] = op.id
+                self.metrics.in_progress[op.cluster] += 1
+                self._op_cluster[op.id] = op.cluster
+                resumable.append(op)
+        finally:
+            self._recovered.set()
+        slot = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+        for op in resumable:
+            self._tasks[op.id] = asyncio.create_task(self._adopt(op, slot), name=f"operation-{op.id}")
             counts["adopted"] += 1
         if counts["adopted"] or counts["interrupted"]:
-            log.info("unfinished operations re-checked", **counts)
+            log.info("unfinished operations found at start", **counts)
         return counts
 
-    async def _adopt(self, op: Operation) -> None:
+    async def _adopt(self, op: Operation, slot: asyncio.Semaphore) -> None:
         structlog.contextvars.bind_contextvars(operation_id=op.id, cluster=op.cluster, vmid=op.resource_id)
         try:
-            op = await self._execute(op, resume=True)
+            async with slot:
+                op = await self._recheck(op)
+            if op.status not in TERMINAL:
+                op = await self._execute(op, resume=True)
         except asyncio.CancelledError:
             await self._cut_off(op)
             raise
@@ -502,6 +652,41 @@ class ActionRunner:
             op = await self._finish(op, "failed", "internal error in the action runner (see the daemon log)")
         finally:
             self._done(op)
+
+    async def _recheck(self, op: Operation) -> Operation:
+        """Ask PVE about the operation's task until it answers. Known: `op` unchanged (to be followed).
+        Unknown to PVE, cluster gone, or no answer for `recovery_give_up_seconds`: `interrupted`."""
+        assert op.upid is not None
+        started = self.monotonic()
+        delay = self.poll_seconds
+        path = f"/nodes/{upid_node(op.upid)}/tasks/{op.upid}/status"
+        while True:
+            view = self.host.cluster_view(op.cluster)
+            if view is None:
+                return await self._finish(op, "interrupted", f"cluster {op.cluster!r} is no longer configured")
+            try:
+                await view.client.get(path)
+            except PveError as exc:
+                message = _pve_message(exc)
+                if task_gone(exc):
+                    return await self._finish(
+                        op, "interrupted", f"the daemon restarted and PVE no longer knows task {op.upid}: {message}")
+                waited = self.monotonic() - started
+                if waited >= self.recovery_give_up_seconds:
+                    return await self._finish(
+                        op, "interrupted",
+                        f"PVE did not answer about task {op.upid} for {waited:.0f} s after a restart "
+                        f"(control.recovery_give_up_seconds); last error: {message}; check the guest's state",
+                    )  # fmt: skip
+                if delay == self.poll_seconds:
+                    log.warning("PVE does not answer about an unfinished operation; it stays running and is "
+                                "re-checked", operation_id=op.id, upid=op.upid, error=message)  # fmt: skip
+                await self.sleep(delay)
+                delay = min(delay * 2, max(self.poll_seconds, RECOVERY_BACKOFF_MAX))
+            else:
+                if delay != self.poll_seconds:
+                    log.info("PVE answers again; following the unfinished operation", operation_id=op.id)
+                return op
 
     def drop_queued(self, op_id: str) -> None:
         """A cancelled bulk member stops waiting for its slot (its row says `cancelled` already)."""
@@ -521,9 +706,16 @@ class ActionRunner:
         return not pending
 
     async def shutdown(self, grace: float) -> None:
-        """Refuse new actions; give running ones `grace` seconds; cut the rest off (state recorded)."""
+        """Refuse new actions and send no further power call; queued bulk members end `interrupted`
+        at once; running ones get `grace` seconds to finish, the rest are cut off (state recorded)."""
         self.accepting = False
         started = time.monotonic()
+        queued = [self._tasks[i] for i in list(self._queued) if i in self._tasks]
+        for t in queued:
+            t.cancel()
+        if queued:
+            await asyncio.gather(*queued, return_exceptions=True)
+            log.info("queued bulk members interrupted", count=len(queued))
         if not await self.wait_idle(grace):
             tasks = list(self._tasks.values())
             log.warning("stopping with actions still running", count=len(tasks), waited_seconds=grace)

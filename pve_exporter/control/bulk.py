@@ -10,6 +10,7 @@ time; `DELETE` cancels the ones that have not started yet.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,10 +74,6 @@ class BulkRunner:
         self.max_concurrency = max_concurrency
         self._batches: dict[str, _BatchState] = {}
 
-    @property
-    def daemon(self) -> Any:
-        return self.runner.daemon
-
     # ---- selection ------------------------------------------------------------------------------
     def select(self, body: BulkBody) -> tuple[list[tuple[str, GuestRef]], list[dict[str, Any]], list[str]]:
         """(guests to act on, skipped guests with reasons, warnings)."""
@@ -85,7 +82,7 @@ class BulkRunner:
             self.runner.cluster(sel.cluster)  # 404 CLUSTER_NOT_FOUND
             clusters = [sel.cluster]
         else:
-            clusters = sorted(self.daemon.clusters)
+            clusters = self.runner.host.cluster_names()
         wanted_tags = set(sel.tags or ())
         wanted_vmids = set(sel.vmids or ())
         found: set[int] = set()
@@ -93,7 +90,7 @@ class BulkRunner:
         skipped: list[dict[str, Any]] = []
         warnings: list[str] = []
         for cluster in clusters:
-            snap = self.daemon.store.get(cluster)
+            snap = self.runner.host.latest_snapshot(cluster)
             if snap is None:
                 warnings.append(f"cluster {cluster!r} has no inventory yet (its first collection has not finished)")
                 continue
@@ -185,7 +182,7 @@ class BulkRunner:
         view["warnings"] = warnings
         return view
 
-    def _admitter(self, state: _BatchState, op_id: str) -> Any:
+    def _admitter(self, state: _BatchState, op_id: str) -> Callable[[], bool]:
         def admit() -> bool:
             if op_id not in state.pending:
                 return False

@@ -85,6 +85,11 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Check the cluster's health with GET /api/v1/clusters.",
             "Retry when the cluster's endpoints answer again.",
         )),
+        ErrorCode("HISTORY_UNAVAILABLE", 503, "The operation history database cannot be opened or written, so the "
+                  "control API is off (monitoring goes on).", (
+            "See details.reason and the daemon log; pve_exporter_history_healthy is 0 meanwhile.",
+            "Fix the file's permissions or move a corrupt file away (a new one is created), then restart.",
+        )),
         ErrorCode("SHUTTING_DOWN", 503, "The daemon is stopping and accepts no new actions.", (
             "Retry once the daemon is back.",
         )),

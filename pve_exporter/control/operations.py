@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import re
 import sqlite3
 import uuid
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+
+from pve_exporter.control.scrub import scrub_secrets
 
 log = structlog.get_logger("pve_exporter.control.operations")
 
@@ -116,6 +119,7 @@ class Operation:
         for name in API_FIELDS:
             value = getattr(self, name)
             out[name] = iso(value) if name in _TIME_FIELDS else value
+        out["error_message"] = scrub_secrets(self.error_message)  # rows stored by older versions too
         return out
 
 
@@ -220,7 +224,11 @@ class HistoryError(Exception):
 
 
 class OperationStore:
-    """Async facade over the SQLite file; every call runs in the store's single worker thread."""
+    """Async facade over the SQLite file; every call runs in the store's single worker thread.
+
+    `healthy` turns False when a database call fails or the file was deleted or replaced under the
+    open connection (`check`); each change is logged once and shown as `pve_exporter_history_healthy`.
+    """
 
     def __init__(
         self,
@@ -236,18 +244,26 @@ class OperationStore:
         self.clock = clock
         self._pool: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file that was opened
+        self.healthy = False
+        self.problem: str | None = None  # why it is not healthy
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-db")
         try:
-            await self._run(self._open_sync)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._open_sync)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
-            raise HistoryError(f"cannot open the operation history {self.path}: {exc}") from exc
+            self.problem = f"cannot open the operation history {self.path}: {exc}"
+            raise HistoryError(self.problem) from exc
+        self.healthy, self.problem = True, None
         log.info("operation history opened", path=str(self.path))
 
     def _open_sync(self) -> None:
+        # Created owner-only (it holds user names, client addresses and PVE's messages); SQLite gives
+        # the -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         db.row_factory = sqlite3.Row
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -261,12 +277,15 @@ class OperationStore:
             db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.OperationalError(f"written by a newer pve_exporter (schema {row[0]} > {SCHEMA_VERSION})")
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         self._db = db
         self._prune_sync()
 
     async def close(self) -> None:
         if self._pool is None:
             return
+        self.healthy = False
         pool, self._pool = self._pool, None
         if self._db is not None:
             db, self._db = self._db, None
@@ -280,7 +299,54 @@ class OperationStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
             raise HistoryError("the operation history is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except (sqlite3.Error, OSError) as exc:
+            self._set_health(False, f"{type(exc).__name__}: {exc}")
+            raise HistoryError(f"the operation history {self.path} failed: {exc}") from exc
+        if not self.healthy and not self._file_gone:
+            self._set_health(True, None)  # a failed call was followed by one that works
+        return result
+
+    @property
+    def _file_gone(self) -> bool:
+        return bool(self.problem and self.problem.startswith("the database file"))
+
+    def _set_health(self, healthy: bool, problem: str | None) -> None:
+        """Log each change once, not every failing call."""
+        was = self.healthy
+        self.healthy, self.problem = healthy, problem
+        if was and not healthy:
+            log.error("the operation history is failing; power actions may not be recorded", path=str(self.path),
+                      error=problem)  # fmt: skip
+        elif healthy and not was:
+            log.info("the operation history works again", path=str(self.path))
+
+    async def check(self) -> bool:
+        """Is the open file still the one on disk? A deleted or replaced database keeps working
+        through the open handle, but nothing written to it would survive a restart."""
+        if self._pool is None or self._identity is None:
+            return self.healthy
+        try:
+            problem = await asyncio.get_running_loop().run_in_executor(self._pool, self._check_sync)
+        except (sqlite3.Error, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            if self.healthy or self.problem != problem:
+                self._set_health(False, problem)
+        elif not self.healthy:
+            self._set_health(True, None)
+        return self.healthy
+
+    def _check_sync(self) -> str | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "the database file was deleted while the daemon runs; restart it to create a new one"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return "the database file was replaced while the daemon runs; restart the daemon to use it"
+        self._conn().execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+        return None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -341,6 +407,17 @@ class OperationStore:
             [*args, limit, offset],
         ).fetchall()
         return [_op(r) for r in rows], int(total)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Every status with its number of operations (0 for none): the landing page's summary."""
+        return await self._run(self._count_sync)
+
+    def _count_sync(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self._conn().execute("SELECT status, COUNT(*) FROM operations GROUP BY status"):
+            if status in counts:
+                counts[status] = int(n)
+        return counts
 
     async def unfinished(self) -> list[Operation]:
         """Rows left `pending` or `running` (by a crash, or by a stop that cut actions off)."""

@@ -1,61 +1,105 @@
 """The control plane: history store, auth, rate limits, action and bulk runners, wired together.
 
-The daemon creates one when `control.enabled` is true, starts it after its clusters (recovery
-needs their PVE clients) and stops it before them (running actions record their state first).
+The daemon creates one when `control.enabled` is true and hands it to the web app (`CONTROL_PLANE`).
+`start` only opens the history and registers self-metrics, so the listener binds at once; unfinished
+operations are re-checked by a background task the plane owns. A history that cannot be opened
+leaves the control API disabled (503 HISTORY_UNAVAILABLE) while monitoring runs on. `stop` runs
+before the clusters stop (running actions record their state while the clients still work).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from aiohttp import web
 
-from pve_exporter.collect.base import Family
+from pve_exporter.collect.base import Family, FamilyBuilder
 from pve_exporter.control.actions import ActionRunner
 from pve_exporter.control.audit import audit_warning
 from pve_exporter.control.auth import Principal, TokenAuthenticator
 from pve_exporter.control.bulk import BulkRunner
 from pve_exporter.control.errors import ApiProblem
+from pve_exporter.control.host import ControlHost
 from pve_exporter.control.metrics import ControlMetrics
-from pve_exporter.control.operations import OperationFilter, OperationStore, iso
+from pve_exporter.control.operations import HistoryError, OperationStore, iso
 from pve_exporter.control.ratelimit import KeyedLimiter, retry_after_header
 from pve_exporter.settings import ControlSettings
 
 log = structlog.get_logger("pve_exporter.control")
 
+HISTORY_CHECK_SECONDS = 30.0  # how often the history file is checked (deleted or replaced under us)
+
+
 class ControlPlane:
-    def __init__(self, daemon: Any, cfg: ControlSettings) -> None:
-        self.daemon = daemon
+    def __init__(
+        self, host: ControlHost, cfg: ControlSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
+        self.host = host
         self.cfg = cfg
-        self.metrics = ControlMetrics(known_clusters=lambda: daemon.clusters)  # counters at 0 from start
+        self.sleep = sleep
+        self.metrics = ControlMetrics(known_clusters=lambda: host.cluster_names())  # counters at 0 from start
         self.store = OperationStore(cfg.history_db, max_operations=cfg.max_operations,
-                                    max_age_days=cfg.max_age_days, clock=daemon.clock)
+                                    max_age_days=cfg.max_age_days, clock=host.clock)
         self.auth = TokenAuthenticator(cfg.tokens)
         self.auth_limiter = KeyedLimiter(cfg.auth_failure_limit.burst, cfg.auth_failure_limit.per_minute,
-                                         clock=daemon.clock)
-        self.power_limiter = KeyedLimiter(cfg.power_limit.burst, cfg.power_limit.per_minute, clock=daemon.clock)
-        self.runner = ActionRunner(daemon, self.store, self.metrics, poll_seconds=cfg.task_poll_seconds)
+                                         clock=host.monotonic)
+        self.power_limiter = KeyedLimiter(cfg.power_limit.burst, cfg.power_limit.per_minute, clock=host.monotonic)
+        self.runner = ActionRunner(host, self.store, self.metrics, poll_seconds=cfg.task_poll_seconds,
+                                   recovery_give_up_seconds=cfg.recovery_give_up_seconds, sleep=sleep)
         self.bulk = BulkRunner(self.runner, max_concurrency=cfg.max_bulk_concurrency)
-        self._families = self.metrics.families
-        self._collects: set[asyncio.Task[Any]] = set()
+        self.unavailable: str | None = None  # why the control API is off (the history could not be opened)
+        self._tasks: set[asyncio.Task[Any]] = set()  # recovery, history watch, collections: cancelled in stop()
 
     @property
-    def clock(self) -> Any:
-        return self.daemon.clock
+    def clock(self) -> Callable[[], float]:
+        return self.host.clock
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.store.open()
-        self.daemon.stats.extra.append(self._families)
-        await self.runner.recover()
+        """Open the history and register metrics; recovery and the history watch run in the background."""
+        self.host.add_self_metrics(self.families)
+        try:
+            await self.store.open()
+        except HistoryError as exc:
+            self.unavailable = str(exc)
+            log.error("CONTROL API DISABLED: the operation history cannot be opened; monitoring continues. "
+                      "Move the file away (it is recreated) or fix its permissions, then restart",
+                      error=str(exc), history_db=str(self.store.path))  # fmt: skip
+            return
+        self._own(self.runner.recover(), "recover-operations")
+        self._own(self._watch_history(), "history-watch")
         log.info("control API ready", tokens=self.auth.token_names, history_db=str(self.store.path))
 
+    def _own(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_history(self) -> None:
+        while True:
+            await self.sleep(HISTORY_CHECK_SECONDS)
+            await self.store.check()
+
     async def stop(self) -> None:
+        """No new power call leaves from here on; then the background tasks and the history end."""
+        self.runner.accepting = False
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.runner.shutdown(self.cfg.shutdown_grace_seconds)
         await self.store.close()
-        if self._families in self.daemon.stats.extra:
-            self.daemon.stats.extra.remove(self._families)
+        self.host.remove_self_metrics(self.families)
+
+    def check_available(self) -> None:
+        """503 while the history cannot be used (at start, or failing now)."""
+        if self.unavailable is not None:
+            raise ApiProblem("HISTORY_UNAVAILABLE", "the control API is disabled: the operation history could not "
+                             "be opened", details={"reason": self.unavailable})  # fmt: skip
 
     def reconfigure(self, cfg: ControlSettings) -> None:
         """Config reload: tokens, limits and defaults apply at once; enabling, disabling and
@@ -68,6 +112,7 @@ class ControlPlane:
         self.store.max_operations = cfg.max_operations
         self.store.max_age_seconds = cfg.max_age_days * 86_400
         self.runner.poll_seconds = cfg.task_poll_seconds
+        self.runner.recovery_give_up_seconds = cfg.recovery_give_up_seconds
         self.bulk.max_concurrency = cfg.max_bulk_concurrency
         self.cfg = cfg.model_copy(update={"enabled": self.cfg.enabled, "history_db": self.cfg.history_db})
 
@@ -115,11 +160,13 @@ class ControlPlane:
 
     # ---- views ----------------------------------------------------------------------------------
     def cluster_views(self) -> list[dict[str, Any]]:
-        now = self.clock()
+        now = self.host.monotonic()
         out = []
-        for name in sorted(self.daemon.clusters):
-            rt = self.daemon.clusters[name]
-            snap = self.daemon.store.get(name)
+        for name in self.host.cluster_names():
+            view = self.host.cluster_view(name)
+            if view is None:  # removed by a reload meanwhile
+                continue
+            snap = self.host.latest_snapshot(name)
             failing = sorted(r.name for r in snap.results.values() if not r.ok) if snap else []
             if snap is None:
                 health = "starting"
@@ -128,17 +175,18 @@ class ControlPlane:
             else:
                 health = "partial" if failing else "ok"
             last = snap.last_success if snap else None
-            age = round(now - last, 3) if last is not None else None
+            raw_age = snap.age(now) if snap else None
+            age = round(raw_age, 3) if raw_age is not None else None
             out.append({
                 "name": name,
                 "health": health,
                 "endpoints": [{"url": e.url, "up": e.up, "last_error": e.last_error,
                                "last_change": iso(e.last_change) if e.last_change else None}
-                              for e in rt.client.endpoints],
+                              for e in view.endpoints],
                 "last_success": iso(last),
                 "age_seconds": age,
-                "fresh": age is not None and age <= rt.cfg.stale_after,
-                "interval_seconds": rt.cfg.interval_seconds,
+                "fresh": age is not None and age <= view.stale_after,
+                "interval_seconds": view.interval_seconds,
                 "guests": len(snap.guests) if snap else 0,
                 "failing_collectors": failing,
             })  # fmt: skip
@@ -150,8 +198,8 @@ class ControlPlane:
     ) -> list[dict[str, Any]]:
         wanted_tags = {t.lower() for t in tags}
         out = []
-        for name in clusters or tuple(sorted(self.daemon.clusters)):
-            snap = self.daemon.store.get(name)
+        for name in clusters or tuple(self.host.cluster_names()):
+            snap = self.host.latest_snapshot(name)
             if snap is None:
                 continue
             for vmid in sorted(snap.guests):
@@ -166,17 +214,26 @@ class ControlPlane:
         return out
 
     def trigger_collection(self, name: str) -> None:
-        rt = self.daemon.clusters[name]
-        if rt.task is not None and not rt.task.done():
-            rt.poller.trigger()
-            return
-        task = asyncio.create_task(rt.poller.run_once(), name=f"collect-{name}")
-        self._collects.add(task)
-        task.add_done_callback(self._collects.discard)
+        """Start a collection now (in a task the plane owns: a stop cancels it)."""
+        self._own(self.host.collect_now(name), f"collect-{name}")
 
-    async def recent(self, limit: int = 10) -> list[dict[str, Any]]:
-        ops, _ = await self.store.query(OperationFilter(), limit=limit)
-        return [op.as_api() for op in ops]
+    async def operation_counts(self) -> dict[str, int] | None:
+        """Operations by status for the public landing page (no details); None: history unavailable."""
+        if self.unavailable is not None:
+            return None
+        try:
+            return await self.store.count_by_status()
+        except HistoryError:
+            return None
 
     def families(self, clusters: set[str] | None) -> list[Family]:
-        return self.metrics.families(clusters)
+        healthy = FamilyBuilder(
+            "pve_exporter_history_healthy", "gauge",
+            "1 if the operation history database is open and works, 0 if it could not be opened, a write failed "
+            "or the file was deleted or replaced (the control API answers 503 or may not record actions)", (),
+        )  # fmt: skip
+        healthy.add((), 1.0 if self.store.healthy else 0.0)
+        return [*self.metrics.families(clusters), healthy.build()]
+
+
+CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)

@@ -23,7 +23,16 @@ from pydantic import BaseModel, ValidationError
 from pve_exporter.control.audit import audit
 from pve_exporter.control.auth import Principal
 from pve_exporter.control.errors import ApiProblem
-from pve_exporter.control.operations import ACTIONS, RESOURCE_TYPES, STATUSES, OperationFilter, iso, parse_time
+from pve_exporter.control.operations import (
+    ACTIONS,
+    RESOURCE_TYPES,
+    STATUSES,
+    HistoryError,
+    OperationFilter,
+    iso,
+    parse_time,
+)
+from pve_exporter.control.plane import CONTROL_PLANE, ControlPlane
 from pve_exporter.control.schemas import VMID_MAX, VMID_MIN, ActionBody, BulkBody
 
 log = structlog.get_logger("pve_exporter.control.routes")
@@ -37,7 +46,7 @@ _ASCII_INT = re.compile(r"[0-9]{1,10}")  # not \d: that matches every Unicode di
 _ASCII_VMID = re.compile(r"[0-9]{3,9}")
 M = TypeVar("M", bound=BaseModel)
 
-Handler = Callable[[web.Request, Any, Principal | None], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, ControlPlane, Principal | None], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -69,10 +78,8 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _plane(request: web.Request) -> Any:
-    from pve_exporter.app import DAEMON
-
-    plane = request.app[DAEMON].control
+def _plane(request: web.Request) -> ControlPlane:
+    plane = request.app.get(CONTROL_PLANE)
     if plane is None:
         raise ApiProblem("NOT_FOUND", "the control API is not running", details={"path": request.path})
     return plane
@@ -159,20 +166,20 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 # ---- handlers -----------------------------------------------------------------------------------
 @route("GET", "/whoami", "read")
-async def whoami(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def whoami(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     return _json({"user": who.name, "scopes": sorted(who.scopes, key=("read", "power", "admin").index)})
 
 
 @route("GET", "/clusters", "read")
-async def list_clusters(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def list_clusters(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, set())
     return _json({"clusters": plane.cluster_views()})
 
 
 @route("GET", "/guests", "read")
-async def list_guests(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def list_guests(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, {"cluster", "node", "type", "status", "tag"})
     clusters = _values(request, "cluster")
     for name in clusters:
@@ -184,7 +191,7 @@ async def list_guests(request: web.Request, plane: Any, who: Principal | None) -
 
 
 @route("POST", "/clusters/{cluster}/guests/{vmid}/{action}", "power", power_limited=True)
-async def guest_action(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def guest_action(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     cluster = request.match_info["cluster"]
@@ -210,7 +217,7 @@ async def guest_action(request: web.Request, plane: Any, who: Principal | None) 
 
 
 @route("POST", "/actions", "power")  # the power limit is taken below: a dry run changes nothing, so it is free
-async def bulk_action(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def bulk_action(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     body = await read_body(request, BulkBody, plane.cfg.max_body_bytes, required=True)
@@ -224,13 +231,13 @@ async def bulk_action(request: web.Request, plane: Any, who: Principal | None) -
 
 
 @route("GET", "/actions/{batch_id}", "read")
-async def get_batch(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def get_batch(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, set())
     return _json(await plane.bulk.get(_batch_id(request)))
 
 
 @route("DELETE", "/actions/{batch_id}", "power")
-async def cancel_batch(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def cancel_batch(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     return _json(await plane.bulk.cancel(_batch_id(request), user=who.name, client_ip=client_ip(request)))
@@ -248,7 +255,7 @@ _OP_FILTERS = {"cluster", "node", "resource_type", "resource_id", "operation", "
 
 
 @route("GET", "/operations", "read")
-async def list_operations(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def list_operations(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, _OP_FILTERS)
     times: dict[str, float | None] = {}
     for name in ("since", "until"):
@@ -272,7 +279,7 @@ async def list_operations(request: web.Request, plane: Any, who: Principal | Non
 
 
 @route("GET", "/operations/{id}", "read")
-async def get_operation(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def get_operation(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, set())
     op_id = request.match_info["id"]
     op = await plane.store.get(op_id) if _OP_ID.match(op_id) else None
@@ -282,7 +289,7 @@ async def get_operation(request: web.Request, plane: Any, who: Principal | None)
 
 
 @route("POST", "/clusters/{cluster}/collect", "admin")
-async def collect(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def collect(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
     name = request.match_info["cluster"]
@@ -293,21 +300,21 @@ async def collect(request: web.Request, plane: Any, who: Principal | None) -> we
 
 
 @route("POST", "/reload", "admin")
-async def reload_config(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def reload_config(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     assert who is not None
     _query(request, set())
-    daemon = plane.daemon
-    if daemon.config_path is None:
+    host = plane.host
+    if host.config_path is None:
         raise ApiProblem("RELOAD_UNAVAILABLE", "the daemon was started without a config file")
-    ok = await daemon.reload()
+    ok = await host.reload()
     audit("config reload requested", user=who.name, client_ip=client_ip(request), result="ok" if ok else "failed")
     if not ok:
         raise ApiProblem("RELOAD_FAILED", "the config file is invalid; the running config was kept (see the log)")
-    return _json({"reloaded": True, "clusters": sorted(daemon.clusters)})
+    return _json({"reloaded": True, "clusters": host.cluster_names()})
 
 
 @route("GET", "/openapi.json", None)
-async def openapi_doc(request: web.Request, plane: Any, who: Principal | None) -> web.StreamResponse:
+async def openapi_doc(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     from pve_exporter.control.openapi import document
 
     _query(request, set())
@@ -321,10 +328,15 @@ def guarded(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResp
         who: Principal | None = None
         ip = client_ip(request)
         if spec.scope is not None:
+            plane.check_available()
             who = plane.authenticate(request.headers.get("Authorization"), ip, spec.scope, request.path)
         if spec.power_limited:
             plane.check_power_rate(ip, who)
-        return await spec.handler(request, plane, who)
+        try:
+            return await spec.handler(request, plane, who)
+        except HistoryError as exc:
+            raise ApiProblem("HISTORY_UNAVAILABLE", "the operation history failed; the request was not carried out",
+                             details={"reason": str(exc)}) from None
 
     handler.__name__ = spec.handler.__name__
     return handler
@@ -368,10 +380,6 @@ async def _disabled(request: web.Request) -> web.StreamResponse:
 
 
 async def _ui(request: web.Request) -> web.StreamResponse:
-    from pve_exporter.app import DAEMON
-
-    if request.app[DAEMON].control is None:
-        raise web.HTTPNotFound(text="the control page is disabled (control.enabled: false)\n")
     name = request.match_info.get("name") or "index.html"
     if name not in UI_FILES:
         raise web.HTTPNotFound(text="not found\n")
@@ -385,12 +393,14 @@ async def _ui_redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/ui/")
 
 
-def setup(app: web.Application, *, enabled: bool) -> None:
-    """Register /api/v1 (all routes, or the 404 catch-all) and the page under /ui/."""
+def setup(app: web.Application, plane: ControlPlane | None) -> None:
+    """Register /api/v1 (all routes, or the 404 catch-all without a plane) and the page under /ui/;
+    the handlers find the plane under `CONTROL_PLANE`."""
     app.middlewares.append(error_middleware)
-    if not enabled:
+    if plane is None:
         app.router.add_route("*", PREFIX + "{tail:(/.*)?}", _disabled)
         return
+    app[CONTROL_PLANE] = plane
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.full_path, guarded(spec))
     app.router.add_get("/ui", _ui_redirect)
