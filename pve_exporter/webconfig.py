@@ -12,7 +12,11 @@
 
 Basic auth guards every path except `/-/healthy` (liveness probes) and `/api/v1/…`, which has its
 own bearer tokens (both use the Authorization header). bcrypt is slow on purpose, so checks run in
-a worker thread and a successful check is remembered (by a SHA-256 of user and password) for a while.
+their own two threads (never the default executor that collection uses), with a bounded queue and a
+failure limit per client address; a successful check is remembered (by a SHA-256 of user and
+password) for a while, and remembered credentials pass even while their address is locked out.
+Unknown users are checked against a dummy hash of the configured cost, so timing does not tell
+which user names exist; passwords over bcrypt's 72 bytes are wrong passwords, not errors.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +39,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pve_exporter.control.ratelimit import KeyedLimiter, retry_after_header
 from pve_exporter.httperrors import error_response
 from pve_exporter.settings import ConfigError, format_validation_error
 
@@ -45,6 +52,8 @@ _CLIENT_AUTH = {
 }
 OPEN_PATHS = ("/-/healthy",)
 OWN_AUTH_PREFIX = "/api/v1/"
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+BCRYPT_MAX_BYTES = 72
 
 
 class _Strict(BaseModel):
@@ -76,7 +85,7 @@ class WebConfig(_Strict):
     @classmethod
     def _hashes(cls, v: dict[str, str]) -> dict[str, str]:
         for user, h in v.items():
-            if not h.startswith(("$2a$", "$2b$", "$2y$")):
+            if not _BCRYPT_HASH.match(h):
                 raise ValueError(f"{user}: must be a bcrypt hash ($2y$…), e.g. from `htpasswd -nBC 12 {user}`")
         return v
 
@@ -117,19 +126,53 @@ def load_web_config(path: str | Path) -> WebConfig:
     return cfg
 
 
+class BasicAuthLimited(Exception):
+    """The address failed too often, or too many checks wait already: answer 429."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.1f} s")
+        self.retry_after = retry_after
+
+
+def _common_cost(hashes: Iterable[str]) -> int:
+    """The bcrypt cost most configured hashes use (the dummy hash must cost the same)."""
+    costs = Counter(int(h[4:6]) for h in hashes)
+    return costs.most_common(1)[0][0] if costs else 12
+
+
 class BasicAuth:
-    """Checks `Authorization: Basic …` against bcrypt hashes, off the event loop, with a bounded cache."""
+    """Checks `Authorization: Basic …` against bcrypt hashes in its own small executor, with a
+    bounded cache of successes and a failure limit per address (monotonic clock)."""
 
     CACHE_SECONDS = 300.0
     CACHE_SIZE = 256
+    THREADS = 2
+    MAX_PENDING = 16  # checks queued or running; beyond, 429 at once (memory and latency stay bounded)
+    FAILURE_BURST = 10
+    FAILURES_PER_MINUTE = 30.0
 
     def __init__(self, users: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
         self.users = users
         self._clock = clock
         self._ok: OrderedDict[bytes, float] = OrderedDict()
+        self._failures = KeyedLimiter(self.FAILURE_BURST, self.FAILURES_PER_MINUTE, clock=clock)
+        self._executor = ThreadPoolExecutor(max_workers=self.THREADS, thread_name_prefix="basic-auth")
+        self._pending = 0
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(_common_cost(users.values())))
 
-    async def check(self, header: str | None) -> str | None:
-        """The user name if the header carries valid credentials, else None."""
+    async def _checkpw(self, password: bytes, hashed: bytes) -> bool:
+        if self._pending >= self.MAX_PENDING:
+            raise BasicAuthLimited(1.0)
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, bcrypt.checkpw, password, hashed)
+        finally:
+            self._pending -= 1
+
+    async def check(self, header: str | None, address: str) -> str | None:
+        """The user name if the header carries valid credentials, else None; raises BasicAuthLimited
+        (before any bcrypt work) when `address` failed too often or the queue is full."""
         if not header or not header.startswith("Basic "):
             return None
         try:
@@ -141,19 +184,29 @@ class BasicAuth:
         seen = self._ok.get(key)
         if seen is not None and self._clock() - seen < self.CACHE_SECONDS:
             return user
-        if stored is None:
-            # Same cost as a real check, so a probe cannot tell which users exist.
-            await asyncio.to_thread(bcrypt.checkpw, password.encode(), _DUMMY)
-            return None
-        if not await asyncio.to_thread(bcrypt.checkpw, password.encode(), stored.encode()):
+        wait = self._failures.retry_after(address)
+        if wait > 0 and seen is None:
+            raise BasicAuthLimited(wait)
+        secret = password.encode()
+        if stored is None or len(secret) > BCRYPT_MAX_BYTES:
+            # Same cost as a real check, so neither a probe nor a long password tells what exists.
+            await self._checkpw(secret[:BCRYPT_MAX_BYTES], self._dummy)
+            ok = False
+        else:
+            ok = await self._checkpw(secret, stored.encode())
+        if not ok:
+            self._failures.failure(address)
             return None
         self._ok[key] = self._clock()
+        self._ok.move_to_end(key)
         while len(self._ok) > self.CACHE_SIZE:
             self._ok.popitem(last=False)
         return user
 
-
-_DUMMY = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
+    async def close(self) -> None:
+        """Stop the threads: queued checks are dropped, a running one (≤ one bcrypt round) is awaited."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
 
 def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -164,7 +217,16 @@ def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.Stream
         path = request.path
         if path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return await handler(request)
-        if await auth.check(request.headers.get("Authorization")) is None:
+        try:
+            user = await auth.check(request.headers.get("Authorization"), request.remote or "unknown")
+        except BasicAuthLimited as exc:
+            return error_response(
+                429, "RATE_LIMITED", "too many failed basic authentications from this address",
+                details={"retry_after_seconds": round(exc.retry_after, 1)},
+                recovery=["Wait the number of seconds in the Retry-After header, then retry."],
+                headers={"Retry-After": retry_after_header(exc.retry_after)},
+            )  # fmt: skip
+        if user is None:
             resp = error_response(
                 401, "UNAUTHORIZED", "basic authentication required",
                 recovery=["Send the user and password of web config's basic_auth_users (Prometheus: basic_auth)."],
