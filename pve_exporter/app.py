@@ -545,10 +545,14 @@ _INDEX = """<!doctype html>
 
 def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Application:
     middlewares = []
+    basic_auth = None
     if web_config is not None and web_config.basic_auth_users:
-        middlewares.append(basic_auth_middleware(BasicAuth(web_config.basic_auth_users)))
+        basic_auth = BasicAuth(web_config.basic_auth_users)
+        middlewares.append(basic_auth_middleware(basic_auth))
     app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app[DAEMON] = daemon
+    if basic_auth is not None:
+        app.on_cleanup.append(lambda _app: basic_auth.close())  # its bcrypt threads end with the app
     htmlsecurity.install(app)
 
     async def lifecycle(app: web.Application) -> Any:
