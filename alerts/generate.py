@@ -74,6 +74,16 @@ THRESHOLDS: dict[str, Any] = {
     "storage_fill_horizon_seconds": 24 * 3600,  # alert when full within this time
     "storage_fill_min_ratio": 0.5,  # ignore near-empty storages (a backup run is not a trend)
     "storage_fill_for": "1h",
+    # hardware and capacity (slow tier: ZFS, disks and certificates are read every slow interval)
+    "zfs_degraded_for": "1m",
+    "disk_failed_for": "1m",
+    "ssd_wearout_ratio": 0.1,  # remaining life below this (0-1)
+    "ssd_wearout_for": "1h",
+    "certificate_days": 14,  # expiring within this many days
+    "certificate_for": "1h",
+    "certificate_expired_for": "1m",
+    "memory_overcommit_ratio": 1.0,  # running guests' configured memory / node memory
+    "memory_overcommit_for": "15m",
     # replication
     "replication_failed_for": "5m",
     "replication_late_seconds": 1800,  # next_sync this far in the past
@@ -384,6 +394,91 @@ RULES: list[tuple[str, list[dict[str, Any]]]] = [
                            "%(storage_fill_min_pct)s used) will be full within %(storage_fill_horizon)s.",
         },
     ]),
+    ("pve.hardware", [
+        {
+            "alert": "PveZfsPoolDegraded",
+            "expr": "(pve_zfs_pool_healthy == 0)\n"
+                    "* on (cluster, node, pool) group_left (health)\n"
+                    "  max by (cluster, node, pool, health) (pve_zfs_pool_info)",
+            "for": "zfs_degraded_for",
+            "severity": "critical",
+            "summary": "ZFS pool {{ $labels.pool }} on node {{ $labels.node }} (cluster {{ $labels.cluster }}) "
+                       "is {{ $labels.health }}",
+            "description": "ZFS pool {{ $labels.pool }} on node {{ $labels.node }} of cluster {{ $labels.cluster }} "
+                           "has been {{ $labels.health }} (not ONLINE) for %(zfs_degraded_for)s: a device failed "
+                           "or is missing and the pool runs without (full) redundancy. `zpool status -x` on the "
+                           "node names the device.",
+        },
+        {
+            "alert": "PveDiskSmartFailed",
+            "expr": "(pve_physical_disk_healthy == 0)\n"
+                    "* on (cluster, node, device) group_left (model, serial, type)\n"
+                    "  max by (cluster, node, device, model, serial, type) (pve_physical_disk_info)",
+            "for": "disk_failed_for",
+            "severity": "critical",
+            "summary": "Disk {{ $labels.device }} of node {{ $labels.node }} (cluster {{ $labels.cluster }}) "
+                       "fails its SMART health check",
+            "description": "SMART reports a failure for {{ $labels.type }} disk {{ $labels.device }} "
+                           "({{ $labels.model }}, serial {{ $labels.serial }}) on node {{ $labels.node }} of "
+                           "cluster {{ $labels.cluster }}: replace it before it takes data with it.",
+        },
+        {
+            "alert": "PveSsdWearoutHigh",
+            "expr": "(pve_physical_disk_wearout_ratio < %(ssd_wearout_ratio)s)\n"
+                    "* on (cluster, node, device) group_left (model, serial, type)\n"
+                    "  max by (cluster, node, device, model, serial, type) (pve_physical_disk_info)",
+            "for": "ssd_wearout_for",
+            "severity": "warning",
+            "summary": "SSD {{ $labels.device }} of node {{ $labels.node }} (cluster {{ $labels.cluster }}) has "
+                       "{{ $value | humanizePercentage }} of its life left",
+            "description": "{{ $labels.type }} disk {{ $labels.device }} ({{ $labels.model }}, serial "
+                           "{{ $labels.serial }}) on node {{ $labels.node }} of cluster {{ $labels.cluster }} "
+                           "has {{ $value | humanizePercentage }} of its rated write endurance left (less than "
+                           "%(ssd_wearout_pct)s): plan its replacement.",
+        },
+        {
+            "alert": "PveCertificateExpiring",
+            "expr": "(pve_node_certificate_expiry_timestamp_seconds - time() < %(certificate_days)s * 86400 > 0)\n"
+                    "* on (cluster, node, filename) group_left (subject)\n"
+                    "  max by (cluster, node, filename, subject) (pve_node_certificate_info)",
+            "for": "certificate_for",
+            "severity": "warning",
+            "summary": "Certificate {{ $labels.filename }} of node {{ $labels.node }} (cluster {{ $labels.cluster }}) "
+                       "expires in {{ $value | humanizeDuration }}",
+            "description": "Certificate {{ $labels.filename }} ({{ $labels.subject }}) of node {{ $labels.node }} "
+                           "in cluster {{ $labels.cluster }} expires in {{ $value | humanizeDuration }} (less "
+                           "than %(certificate_days)s days). ACME certificates renew on their own 30 days ahead: "
+                           "one this close has failed to renew.",
+        },
+        {
+            "alert": "PveCertificateExpired",
+            "expr": "(time() - pve_node_certificate_expiry_timestamp_seconds >= 0)\n"
+                    "* on (cluster, node, filename) group_left (subject)\n"
+                    "  max by (cluster, node, filename, subject) (pve_node_certificate_info)",
+            "for": "certificate_expired_for",
+            "severity": "critical",
+            "summary": "Certificate {{ $labels.filename }} of node {{ $labels.node }} (cluster {{ $labels.cluster }}) "
+                       "has expired",
+            "description": "Certificate {{ $labels.filename }} ({{ $labels.subject }}) of node {{ $labels.node }} "
+                           "in cluster {{ $labels.cluster }} expired {{ $value | humanizeDuration }} ago: clients "
+                           "that verify it (browsers, API scripts, the cluster's own proxying) refuse the node.",
+        },
+        {
+            "alert": "PveNodeMemoryOvercommitted",
+            "expr": join('(\n  pve_node_allocated_memory_bytes{state="running"}\n'
+                         '  / on (cluster, id) pve_memory_size_bytes{id=~"node/.+"}\n)',
+                         "pve_node_info", "name") + "\n> %(memory_overcommit_ratio)s",
+            "for": "memory_overcommit_for",
+            "severity": "warning",
+            "summary": "Running guests on node {{ $labels.name }} (cluster {{ $labels.cluster }}) are given "
+                       "{{ $value | humanizePercentage }} of its memory",
+            "description": "The memory configured for the running guests of node {{ $labels.name }} in cluster "
+                           "{{ $labels.cluster }} adds up to {{ $value | humanizePercentage }} of the node's "
+                           "memory (more than %(memory_overcommit_pct)s) for %(memory_overcommit_for)s: if the "
+                           "guests use what they were given, ballooning, KSM and swap run out and the OOM killer "
+                           "stops a guest. Templates and stopped guests do not count.",
+        },
+    ]),
     ("pve.replication", [
         {
             "alert": "PveReplicationFailed",
@@ -480,7 +575,8 @@ def _duration_words(seconds: int) -> str:
 
 def template_values(thresholds: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {**SELECTORS, **thresholds}
-    for key in ("node_cpu", "node_memory", "storage_almost_full", "storage_full", "overrun"):
+    for key in ("node_cpu", "node_memory", "storage_almost_full", "storage_full", "overrun", "ssd_wearout",
+                "memory_overcommit"):
         values[f"{key}_pct"] = _pct(thresholds[f"{key}_ratio"])
     values["storage_fill_min_pct"] = _pct(thresholds["storage_fill_min_ratio"])
     values["storage_fill_horizon"] = _duration_words(int(thresholds["storage_fill_horizon_seconds"]))
