@@ -132,3 +132,9 @@ def test_help_texts_say_ratio_not_percent():
     helps = {f.name: f.help for f in fams if "pressure" in f.name}
     assert len(helps) == 11
     assert all("0-1" in h for h in helps.values()), helps
+
+
+def test_ratio_has_no_float_noise():
+    """16.4094 % → 0.164094 in the exposition, not 0.16409400000000002."""
+    s = flat(parse_node_pressure([("pve1", [{"time": 60, "pressurecpusome": 16.4094}])]))
+    assert repr(s[("pve_node_pressure_cpu_some_ratio", ("node/pve1",))]) == "0.164094"

@@ -51,7 +51,7 @@ def percent_ratio(value: Any) -> float | None:
     """A PVE percentage as a 0–1 ratio: PSI `pressure*` fields are kernel avg10 percentages
     (`1.30` = 1.3 % of the time stalled), numbers for QEMU and RRD rows, strings for LXC."""
     f = num(value)
-    return None if f is None else f / 100.0
+    return None if f is None else round(f / 100.0, 12)  # 16.4094 → 0.164094, not 0.16409400000000002
 
 
 def flag(value: Any) -> bool | None:
