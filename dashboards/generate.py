@@ -52,6 +52,12 @@ NODE_DOWN_BY_NODE = f'label_replace(pve_up{{{C}, {NODE_IDS}}} == 0, "node", "$1"
 # "backup_max_age_seconds"; tests/test_dashboards.py keeps the two equal).
 BACKUP_MAX_AGE_SECONDS = 36 * 3600
 BACKUP_AGE = f"time() - pve_guest_last_backup_timestamp_seconds{{{C}, {GUEST_IDS}}}"
+# Where the hardware alerts fire (alerts/generate.py THRESHOLDS ssd_wearout_ratio, certificate_days,
+# memory_overcommit_ratio; tests/test_coverage_monitoring.py keeps them equal).
+SSD_WEAROUT_RATIO = 0.1
+CERTIFICATE_DAYS = 14
+MEMORY_OVERCOMMIT_RATIO = 1.0
+NODE_NAME = f'{C}, node=~"$node"'  # series labelled with the node's name (ZFS, disks, certificates)
 
 
 def node_join(expr: str) -> str:
@@ -702,6 +708,91 @@ def overview() -> dict[str, Any]:
 # -- Proxmox VE node (Prometheus) ----------------------------------------------------------------
 
 
+def hardware_panels(n: str, legend: str) -> list[dict[str, Any]]:
+    """ZFS pools, physical disks, certificates (slow tier) and what the guests were given (allocation)."""
+    zfs = "cluster, node, pool"
+    disk = "cluster, node, device"
+    cert = "cluster, node, filename"
+    return [
+        row("Hardware and allocation"),
+        table(
+            "ZFS pools",
+            "Each ZFS pool of the selected nodes: state (PveZfsPoolDegraded fires when not ONLINE), size, used "
+            "share, free-space fragmentation and dedup factor. Read on the slow tier.",
+            [
+                ("state", prom(f"max by ({zfs}, health) (pve_zfs_pool_info{{{NODE_NAME}}})"), {}),
+                ("healthy", prom(f"max by ({zfs}) (pve_zfs_pool_healthy{{{NODE_NAME}}})"),
+                 {"mappings": mapping({"0": ("not ONLINE", "red"), "1": ("ONLINE", "green")}),
+                  "custom.cellOptions": {"type": "color-background"}}),
+                ("size", prom(f"max by ({zfs}) (pve_zfs_pool_size_bytes{{{NODE_NAME}}})"), {"unit": "bytes"}),
+                ("used", prom(f"max by ({zfs}) (pve_zfs_pool_allocated_bytes{{{NODE_NAME}}} "
+                              f"/ pve_zfs_pool_size_bytes{{{NODE_NAME}}})"),
+                 {"unit": "percentunit", "thresholds": RATIO_STEPS, "custom.cellOptions": {"type": "color-text"}}),
+                ("fragmentation", prom(f"max by ({zfs}) (pve_zfs_pool_fragmentation_ratio{{{NODE_NAME}}})"),
+                 {"unit": "percentunit"}),
+                ("dedup", prom(f"max by ({zfs}) (pve_zfs_pool_dedup_ratio{{{NODE_NAME}}})"), {"unit": "none"}),
+            ],
+            keys=["cluster", "node", "pool", "health"],
+            hidden=["state"],
+            h=6,
+        ),
+        table(
+            "Physical disks",
+            "Disks of the selected nodes as PVE lists them (Node → Disks): SMART verdict (PveDiskSmartFailed; "
+            "empty when SMART gives none), remaining life of SSDs (PveSsdWearoutHigh below "
+            f"{SSD_WEAROUT_RATIO:.0%}), size, model and what uses the disk. Read on the slow tier.",
+            [
+                ("disk", prom(f"max by ({disk}, type, model, serial, used) "
+                              f"(pve_physical_disk_info{{{NODE_NAME}}})"), {}),
+                ("SMART", prom(f"max by ({disk}) (pve_physical_disk_healthy{{{NODE_NAME}}})"),
+                 {"mappings": mapping({"0": ("FAILED", "red"), "1": ("PASSED", "green")}),
+                  "custom.cellOptions": {"type": "color-background"}}),
+                ("life left", prom(f"max by ({disk}) (pve_physical_disk_wearout_ratio{{{NODE_NAME}}})"),
+                 {"unit": "percentunit", "custom.cellOptions": {"type": "color-text"},
+                  "thresholds": thresholds((None, "red"), (SSD_WEAROUT_RATIO, "green"))}),
+                ("size", prom(f"max by ({disk}) (pve_physical_disk_size_bytes{{{NODE_NAME}}})"), {"unit": "bytes"}),
+            ],
+            keys=["cluster", "node", "device", "type", "model", "serial", "used"],
+            hidden=["disk"],
+            h=8,
+        ),
+        table(
+            "Certificates",
+            f"The selected nodes' certificates and the time left until they expire (PveCertificateExpiring "
+            f"warns {CERTIFICATE_DAYS} days ahead, PveCertificateExpired once past). Read on the slow tier.",
+            [
+                ("certificate", prom(f"max by ({cert}, subject, issuer) "
+                                     f"(pve_node_certificate_info{{{NODE_NAME}}})"), {}),
+                ("expires in", prom(f"max by ({cert}) "
+                                    f"(pve_node_certificate_expiry_timestamp_seconds{{{NODE_NAME}}} - time())"),
+                 {"unit": "s", "custom.cellOptions": {"type": "color-text"},
+                  "thresholds": thresholds((None, "red"), (0, "orange"), (CERTIFICATE_DAYS * 86400, "green"))}),
+            ],
+            keys=["cluster", "node", "filename", "subject", "issuer"],
+            hidden=["certificate"],
+            h=6,
+        ),
+        ts("Allocated memory", "Memory configured for the node's running guests and for all its guests "
+           "(templates excluded), as a share of the node's memory. Above "
+           f"{MEMORY_OVERCOMMIT_RATIO:.0%} for running guests: PveNodeMemoryOvercommitted.", "percentunit",
+           [prom(node_join(f'pve_node_allocated_memory_bytes{{{n}, state="running"}} / on (cluster, id) '
+                           f"pve_memory_size_bytes{{{n}}}"), legend + " running"),
+            prom(node_join(f'pve_node_allocated_memory_bytes{{{n}, state="all"}} / on (cluster, id) '
+                           f"pve_memory_size_bytes{{{n}}}"), legend + " all")], min=0,
+           steps=thresholds((None, "green"), (MEMORY_OVERCOMMIT_RATIO, "red")),
+           custom={"thresholdsStyle": {"mode": "line"}}),
+        ts("Allocated CPUs", "vCPUs of the node's running guests and of all its guests (templates excluded) "
+           "beside the node's logical CPUs.", "none",
+           [prom(node_join(f'pve_node_allocated_cpus{{{n}, state="running"}}'), legend + " running"),
+            prom(node_join(f'pve_node_allocated_cpus{{{n}, state="all"}}'), legend + " all"),
+            prom(node_join(f"pve_cpu_usage_limit{{{n}}}"), legend + " node CPUs")]),
+        ts("ZFS ARC", "Size of the node's ZFS ARC, from the node RRD (PVE 9 and later; counted as used memory "
+           "by the kernel, given back under pressure).", "bytes",
+           [prom(node_join(f"pve_node_zfs_arc_size_bytes{{{n}}}"), legend + " ARC"),
+            prom(node_join(f"pve_memory_size_bytes{{{n}}}"), legend + " RAM")]),
+    ]
+
+
 def node_detail() -> dict[str, Any]:
     n = f"{C}, {NODE_IDS}"
     legend = "{{cluster}} · {{name}}"
@@ -779,6 +870,7 @@ def node_detail() -> dict[str, Any]:
             prom("-" + guest_join(rate("pve_disk_written_bytes_total", f"{C}, {GUEST_IDS}")), "{{name}} write")]),
         row("Storage on the node"),
         *storage_panels("visible on the selected nodes"),
+        *hardware_panels(n, legend),
         row("Replication"),
         table(
             "Replication jobs from the node",
