@@ -133,3 +133,16 @@ def test_every_counter_is_documented_one_way_or_the_other():
     assert not undocumented, f"document in README 'Counters from the start': {undocumented}"
     stale = sorted(set(counter_rows()) - names)
     assert not stale, f"README documents counters the daemon does not have: {stale}"
+
+
+def test_fixed_label_sets_cover_what_the_control_plane_counts():
+    """A reason or limit counted in the code but missing from the fixed sets would only appear with
+    its first event: the control package's literals must all be in AUTH_FAILURE_REASONS / RATE_LIMITS."""
+    control = Path(__file__).resolve().parent.parent / "pve_exporter" / "control"
+    src = "".join(p.read_text() for p in control.glob("*.py"))
+    limits = set(re.findall(r'rate_limited\["(\w+)"\]', src))
+    reasons = set(re.findall(r'auth_failures\["(\w+)"\]', src)) | set(re.findall(r'AuthResult\(None, "(\w+)"', src))
+    reasons |= set(re.findall(r'None if found else "(\w+)"', src))
+    assert limits and reasons
+    assert limits <= set(RATE_LIMITS), limits - set(RATE_LIMITS)
+    assert reasons <= set(AUTH_FAILURE_REASONS), reasons - set(AUTH_FAILURE_REASONS)
