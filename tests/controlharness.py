@@ -115,13 +115,14 @@ async def control_app(
     db: Path, clusters: Any = (("lab", 3, 4),), *, control: dict[str, Any] | None = None,
     sim_kw: dict[str, Any] | None = None, clock: FixedClock | None = None, sim: Simulator | None = None,
     config_path: str | None = None, token_id: str | None = None, token_secret: str | None = None,
+    cluster_kw: dict[str, Any] | None = None,
 ):
     clock = clock or FixedClock()
     sim = sim or build_simulator(list(clusters), seed=7, auth_delay=0.0, clock=clock, **(sim_kw or {}))
     async with SimulatorServer(sim) as server:
         cfgs = []
         for name, url in server.urls.items():
-            cfg = cluster_cfg(name, [url])
+            cfg = cluster_cfg(name, [url], **(cluster_kw or {}))
             if token_id is not None:
                 cfg.update(token_id=token_id, token_secret=token_secret)
             cfgs.append(cfg)
