@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 from pve_exporter import __version__
 from pve_exporter.collect.base import Family, FamilyBuilder
+from pve_exporter.export.process_metrics import StandardMetrics
 from pve_exporter.snapshot import Snapshot
 
 
@@ -52,6 +53,7 @@ class SelfStats:
         self.snapshots: dict[str, Snapshot] = {}
         # Other parts (InfluxDB writer, control API) add their own families through these.
         self.extra: list[Callable[[set[str] | None], list[Family]]] = []
+        self.extra.append(StandardMetrics().families)  # process_* and python_* (no cluster label)
 
     def observer(self, cluster: str) -> ApiObserver:
         return ApiObserver(self, cluster)
