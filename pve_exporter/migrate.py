@@ -151,6 +151,17 @@ def _gone_reason(name: str) -> str | None:
     return None
 
 
+def _label_reason(metric: str, label: str, names: Mapping[str, frozenset[str]]) -> str:
+    """No such label; if an info series keyed by the same `id` has it, say how to join it in."""
+    reason = f"{metric} has no label {label!r}"
+    if "id" in names.get(metric, ()):
+        infos = sorted(n for n, lbls in names.items() if n.endswith("_info") and {"id", label} <= lbls)
+        if infos:
+            best = "pve_guest_info" if "pve_guest_info" in infos else infos[0]
+            reason += f"; join it: * on(id, instance) group_left({label}) {best}"
+    return reason
+
+
 def check(uses: Sequence[Use], exp: Exposed) -> list[Finding]:
     """Every metric and label `uses` ask for that the default daemon lacks, with the reason."""
     found: dict[tuple[str, str], Finding] = {}
@@ -185,7 +196,7 @@ def check(uses: Sequence[Use], exp: Exposed) -> list[Finding]:
                 add("note", metric, NOTES[metric], use.where)
             for label in sorted(labels - TARGET_LABELS - names[metric]):
                 opt = exp.option_for_label(metric, label)
-                reason = f"only with an option: collect.{opt}: true" if opt else f"{metric} has no label {label!r}"
+                reason = f"only with an option: collect.{opt}: true" if opt else _label_reason(metric, label, names)
                 add("label", f"{metric}{{{label}}}", reason, use.where)
         # Labels named outside a selector must exist on one of the expression's metrics.
         pool = set(TARGET_LABELS) | refs.made

@@ -231,7 +231,8 @@ def test_check_names_what_is_missing_and_why() -> None:
     assert got[("metric", "pve_scrape_api_errors_total")].reason.startswith("renamed: pve_exporter_api_requests_total")
     balloon = got[("metric", "pve_guest_balloon_actual_bytes")]
     assert balloon.reason == "only with an option: collect.qemu_full_status: true"
-    assert ("label", "pve_cpu_usage_ratio{name}") in got and ("label", "hostname") in got
+    assert got[("label", "pve_cpu_usage_ratio{name}")].reason.endswith("group_left(name) pve_guest_info")
+    assert ("label", "hostname") in got
     assert got[("other", "node_cpu_seconds_total")].reason.startswith("not a prometheus-pve-exporter metric")
     assert got[("note", "pve_disk_usage_bytes")].reason.startswith("no QEMU rows")
     assert ("label", "name") not in got  # group_left(name) from pve_guest_info exists

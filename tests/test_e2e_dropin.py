@@ -254,3 +254,31 @@ def test_cluster_api_down_turns_its_up_to_0_within_two_scrapes_and_back(stack):
     finally:
         sim_post(lab, "/_sim/faults", method="DELETE")
     wait_until(lambda: prom.vector('up{instance="lab"} == 1'), timeout=20, interval=0.2, what="lab up again")
+
+
+def test_metrics_cluster_with_instance_set_to_the_cluster_works_for_the_same_joins(stack, tmp_path):
+    """The README's second setup: /metrics?cluster=NAME, one target per cluster, instance = cluster."""
+    listen = stack["base"].rsplit(":", 1)[1]
+    job = {
+        "job_name": "pve", "honor_labels": True, "static_configs": [{"targets": ["lab", "prod"]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_cluster"},
+            {"source_labels": ["__param_cluster"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": f"127.0.0.1:{listen}"},
+        ],
+    }  # fmt: skip
+    prom = PromServer(tmp_path / "prom2", job, [])
+    try:
+        def joined():
+            rows = prom.vector("pve_guest_info * on(id, instance) group_left() pve_up")
+            per = {}
+            for r in rows:
+                assert r["metric"]["cluster"] == r["metric"]["instance"], r["metric"]
+                per.setdefault(r["metric"]["instance"], set()).add(r["metric"]["id"])
+            return per if set(per) == {"lab", "prod"} else None
+
+        per = wait_until(joined, timeout=40, interval=0.5, what="guests joined per cluster")
+        assert len(per["lab"]) == len(per["prod"]) == 9 and per["lab"] == per["prod"]
+        assert {r["metric"]["instance"] for r in prom.vector("pve_exporter_cluster_up == 1")} == {"lab", "prod"}
+    finally:
+        prom.stop()
