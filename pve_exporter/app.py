@@ -27,6 +27,7 @@ from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
+from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, raise_fd_limit
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
@@ -581,7 +582,9 @@ async def serve(
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     daemon = Daemon(settings, config_path=config_path)
     app = build_app(daemon, web_config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    limits = ListenerLimits.of(settings.web)
+    raise_fd_limit(limits)
+    runner = GuardedRunner(app, limits)  # header and idle timeouts, connection cap, JSON parse errors
     try:
         await runner.setup()
     except HistoryError as exc:
@@ -593,7 +596,7 @@ async def serve(
         await daemon.stop()
         return 1
     ssl_context = web_config.ssl_context() if web_config is not None else None
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True, ssl_context=ssl_context)
+    site = GuardedSite(runner, settings.listen_host, settings.listen_port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:

@@ -187,6 +187,23 @@ class CollectSettings(Strict):
     )
 
 
+class WebSettings(Strict):
+    """The HTTP listener's limits against idle, slow and too many clients (need a restart to change)."""
+
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="A new connection must send its first request's headers (and finish TLS) within this",
+    )
+    idle_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="A keep-alive connection idle this long is closed"
+    )
+    max_connections: int = Field(
+        default=512, ge=4, le=1_000_000,
+        description="Open connections at most; a new one beyond closes the least recently active idle one "
+        "(or is refused when all are busy). Keep it under the open-file limit (LimitNOFILE) minus 256",
+    )
+
+
 class LoggingSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -410,6 +427,7 @@ class Settings(BaseSettings):
     clusters: list[ClusterSettings] = Field(default_factory=list)
     collect: CollectSettings = Field(default_factory=CollectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     influxdb: InfluxSettings | None = None
     control: ControlSettings = Field(default_factory=ControlSettings)
 

@@ -3,16 +3,26 @@ tokens, security headers on every HTML page (issue 11, items 11, 12, 17)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
 import re
+import time
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from pve_exporter.app import _wants_gzip
+from pve_exporter.app import _wants_gzip, build_app
+from pve_exporter.listener import GuardedRunner, GuardedServer, GuardedSite, ListenerLimits, raise_fd_limit
+from pve_exporter.settings import WebSettings
 from tests.controlharness import control_app
+from tests.servers import free_port
+from tests.simharness import cycle, sim_daemon
 
 # ---- item 17: input strictness --------------------------------------------------------------------
 
@@ -191,3 +201,170 @@ async def test_landing_page_headers_without_the_control_api() -> None:
             assert headers.get(name) == value
         assert _inline_style_hashes(page) and all(h in headers["Content-Security-Policy"]
                                                   for h in _inline_style_hashes(page))
+
+
+# ---- item 14 and 17: the listener under idle, slow and malformed clients (real sockets) -----------
+
+
+@asynccontextmanager
+async def listening(**web: Any):
+    """The daemon (simulator-backed, one cycle done) behind the real listener on 127.0.0.1."""
+    settings = WebSettings(**web)
+    async with sim_daemon() as (daemon, _, _):
+        await cycle(daemon)
+        runner = GuardedRunner(build_app(daemon), ListenerLimits.of(settings))
+        await runner.setup()
+        port = free_port()
+        await GuardedSite(runner, "127.0.0.1", port).start()
+        try:
+            yield runner, port
+        finally:
+            await runner.cleanup()
+
+
+async def scrape(port: int) -> int:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+        assert "pve_up" in await r.text()
+        return r.status
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+async def test_many_idle_sockets_do_not_lock_out_scrapes() -> None:
+    async with listening(max_connections=16, header_timeout_seconds=30) as (runner, port):
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]  # far more than the cap
+        try:
+            await asyncio.sleep(0)
+            assert await scrape(port) == 200
+            server = runner.guarded_server
+            assert server is not None and server.open_connections <= 16 and server.evicted >= 44
+            # the oldest idle sockets were closed by the server (EOF), the newest are still open
+            assert await closed_by_server(idle[0][0], 2) == b""
+            assert not idle[-1][0].at_eof()
+            assert await scrape(port) == 200  # and again, with the cap still full of idle sockets
+        finally:
+            for _, writer in idle:
+                writer.close()
+
+
+async def test_a_partial_header_is_dropped_after_the_header_timeout() -> None:
+    async with listening(header_timeout_seconds=0.5) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # slowloris: never finishes the headers
+        assert await closed_by_server(reader, 2.0) == b""
+        assert 0.4 <= time.monotonic() - started < 2.0
+        writer.close()
+        # a silent connection is dropped too, and a normal request on time is answered
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_by_server(reader, 2.0) == b""
+        writer.close()
+        assert await scrape(port) == 200
+
+
+async def test_an_idle_keepalive_connection_is_closed() -> None:
+    async with listening(idle_timeout_seconds=0.5) as (runner, port), aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/metrics") as r:  # keep-alive connection, now idle
+            await r.read()
+        started = time.monotonic()
+        server = runner.guarded_server
+        assert server is not None and server.open_connections == 1
+        while server.open_connections and time.monotonic() - started < 2.0:
+            await asyncio.sleep(0.02)
+        assert server.open_connections == 0  # closed by the idle timeout, not kept for ever
+
+
+class FakeConnection:
+    def __init__(self, idle: bool) -> None:
+        self.idle = idle
+        self.closed = False
+
+    def force_close(self) -> None:
+        self.closed = True
+
+
+async def test_the_cap_closes_the_least_recently_active_idle_connection_never_a_busy_one() -> None:
+    async def handler(request: Any) -> Any:
+        raise AssertionError("not called")
+
+    server = GuardedServer(handler, limits=ListenerLimits(10, 60, 3), loop=asyncio.get_running_loop())
+    a, b, c = FakeConnection(idle=True), FakeConnection(idle=False), FakeConnection(idle=True)
+    for conn in (a, b, c):
+        assert server.admit(conn)  # type: ignore[arg-type]
+    server.touch(a)  # a was active last: c is now the least recently active idle one
+    d = FakeConnection(idle=True)
+    assert server.admit(d) and c.closed and not a.closed and not b.closed  # type: ignore[arg-type]
+    a.idle = d.idle = False
+    e = FakeConnection(idle=True)
+    assert not server.admit(e) and e.closed and server.refused == 1  # type: ignore[arg-type]
+    server.release(b)  # type: ignore[arg-type]
+    f = FakeConnection(idle=True)
+    assert server.admit(f) and server.open_connections == 3 and server.evicted == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /metrics?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 9000 + b"\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n",
+])  # fmt: skip
+async def test_malformed_requests_get_the_json_error_body(request_bytes: bytes) -> None:
+    async with listening() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_bytes)
+        raw = await closed_by_server(reader, 2.0)
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")) and b"application/json" in head, raw[:300]
+        doc = json.loads(body)
+        assert doc["error_code"] == "INVALID_REQUEST" and doc["success"] is False and doc["request_id"]
+        assert b"aaaa" not in raw and b"bbbb" not in raw and b"Broken" not in raw  # no echo of the input
+
+
+def test_fd_limit_is_raised_and_a_cap_above_it_is_reported(monkeypatch, log_buffer) -> None:
+    import resource
+
+    calls = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _r: (256, 1024))
+    monkeypatch.setattr(resource, "setrlimit", lambda _r, v: calls.append(v))
+    assert raise_fd_limit(ListenerLimits(10, 60, 512)) == (1024, 1024) and calls == [(1024, 1024)]
+    assert "max_connections does not fit" not in log_buffer.getvalue()
+    assert raise_fd_limit(ListenerLimits(10, 60, 900)) == (1024, 1024)
+    assert "max_connections does not fit" in log_buffer.getvalue()
+
+
+def test_idle_sockets_under_a_low_open_file_limit_do_not_stop_scrapes(tmp_path: Path) -> None:
+    """The reported case: `ulimit -n 256`, hundreds of idle sockets, /metrics must still answer."""
+    import resource
+    import socket
+    import subprocess
+    import sys
+
+    from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET
+    from tests.servers import http_get, wait_until
+
+    port = free_port()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(json.dumps({
+        "listen": f"127.0.0.1:{port}", "web": {"max_connections": 64, "header_timeout_seconds": 60},
+        "clusters": [{"name": "lab", "endpoints": ["http://127.0.0.1:1"], "token_id": DEFAULT_TOKEN_ID,
+                      "token_secret": DEFAULT_TOKEN_SECRET, "timeout_seconds": 1}],
+    }))  # fmt: skip
+    cfg.chmod(0o600)
+    with open(tmp_path / "daemon.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pve_exporter", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+        )  # fmt: skip
+        socks: list[socket.socket] = []
+        try:
+            wait_until(lambda: http_get(f"http://127.0.0.1:{port}/-/healthy"), timeout=20, what="daemon")
+            socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+            assert b"pve_exporter_build_info" in http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        finally:
+            for s in socks:
+                s.close()
+            proc.terminate()
+            proc.wait(15)
+    assert "Too many open files" not in (tmp_path / "daemon.log").read_text(errors="replace")
