@@ -118,6 +118,10 @@ async def test_node_down_keeps_guest_info_with_names_and_the_guest_down_join_fin
     # (pve_guest_info * on(id) group_left(name) pve_up) == 0: every guest of the dead node is in it.
     down = {rid for rid in info if up.get(rid) == 0.0}
     assert set(names) <= down
+    # The other series a join reads by id stay too: onboot (config kept), not the usage numbers.
+    onboot = {dict(lbls)["id"]: dict(lbls) for (n, lbls) in s if n == "pve_onboot_status"}
+    assert all(onboot[rid]["node"] == "pve2" for rid in names)
+    assert not {dict(lbls)["id"] for (n, lbls) in s if n == "pve_cpu_usage_ratio"} & set(names)
 
 
 # -- /pve?target= answers 503 while the cluster has no fresh data ---------------------------------
