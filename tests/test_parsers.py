@@ -1192,7 +1192,7 @@ def test_no_subscription(version: str) -> None:
     families = parse_subscription([("pve2", load(version, "node_subscription_notfound"))])
     assert names(families) == {"pve_subscription_info", "pve_subscription_status"}  # no due date at all
     s = samples(families)
-    assert s[k("pve_subscription_info", id="node/pve2", level="")] == 1.0
+    assert s[k("pve_subscription_info", id="node/pve2", level="unknown")] == 1.0  # prometheus-pve-exporter's value
     status = enum_of_status(s, "node/pve2")
     assert [st for st, v in status.items() if v == 1.0] == ["notfound"]
     assert len(status) == 6

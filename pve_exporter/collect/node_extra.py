@@ -94,7 +94,7 @@ def parse_subscription(node_subs: list[tuple[str, Any]]) -> list[Family]:
         if not isinstance(sub, Mapping):
             continue
         nid = f"node/{node}"
-        info.add((nid, text(sub.get("level")) or ""), 1.0)
+        info.add((nid, text(sub.get("level")) or "unknown"), 1.0)  # prometheus-pve-exporter's value for none
         current = (text(sub.get("status")) or "").lower()
         for state in SUBSCRIPTION_STATES:
             status.add((nid, state), 1.0 if state == current else 0.0)
