@@ -143,3 +143,39 @@ def test_fixed_label_sets_cover_what_the_control_plane_counts():
     assert limits and reasons
     assert limits <= set(RATE_LIMITS), limits - set(RATE_LIMITS)
     assert reasons <= set(AUTH_FAILURE_REASONS), reasons - set(AUTH_FAILURE_REASONS)
+
+
+def _config(path: Path, clusters: dict[str, str], db: Path, **extra: str) -> None:
+    lines = ["control:", "  enabled: true", f"  history_db: '{db}'", "  tokens:",
+             f"    - {{name: ops, sha256: '{'0' * 64}', scopes: [read]}}", "clusters:"]
+    for name, url in clusters.items():
+        lines += [f"  - name: {name}", f"    endpoints: ['{url}']", "    token_id: 'monitor@pve!exporter'",
+                  "    token_secret: 'x'"]
+        lines += [f"    {k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_reload_gives_an_added_cluster_its_zero_series_and_no_ghosts(tmp_path):
+    from pve_exporter.settings import load_settings
+
+    url = f"http://127.0.0.1:{free_port()}"
+    cfg, db = tmp_path / "config.yaml", tmp_path / "ops.sqlite"
+    _config(cfg, {"lab": url}, db)
+    clock = FixedClock()
+    daemon = Daemon(load_settings(cfg), config_path=str(cfg), autostart=False, clock=clock, monotonic=clock.monotonic)
+    await daemon.start()
+    try:
+
+        def clusters_of(family: str) -> set[str]:
+            text = daemon.metrics_body(sorted(daemon.clusters), False).decode()
+            return {dict(lbls)["cluster"] for (n, lbls), v in series(text).items() if n == family and v == 0}
+
+        _config(cfg, {"prod": url}, db)
+        assert await daemon.reload()
+        for family in ("pve_exporter_cycles_total", "pve_exporter_operations_total"):
+            assert clusters_of(family) == {"prod"}, family  # added: at 0 at once; removed: gone
+        _config(cfg, {"prod": url, "edge": url}, db, ca_file=f"'{tmp_path / 'missing.pem'}'")
+        assert not await daemon.reload()  # rejected: nothing of "edge" may appear
+        assert clusters_of("pve_exporter_cycles_total") == {"prod"}
+    finally:
+        await daemon.stop()
