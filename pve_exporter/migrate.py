@@ -261,4 +261,3 @@ def main(kind: str, argv: Sequence[str]) -> int:
     report, code = render(args.file, uses, check(uses, exposed()))
     sys.stdout.write(report)
     return code
-

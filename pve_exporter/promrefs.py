@@ -37,6 +37,7 @@ def _label_arg(fn: str, arg: int) -> str | None:
         return "need" if arg >= 1 else None
     return None
 
+
 _TOKEN = re.compile(
     r"""
     (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)

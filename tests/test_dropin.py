@@ -197,7 +197,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "dropin"
 def test_expr_refs_reads_selectors_groupings_and_made_labels() -> None:
     r = expr_refs('sum by (node) (rate(pve_cpu_usage_ratio{id=~"qemu/.*", instance="$instance"}[$__rate_interval]))')
     assert r.metrics == {"pve_cpu_usage_ratio": {"id", "instance"}} and r.labels == {"node"}
-    r = expr_refs('(pve_guest_info * on(id, instance) group_left(name) pve_up) == bool 0 offset 5m')
+    r = expr_refs("(pve_guest_info * on(id, instance) group_left(name) pve_up) == bool 0 offset 5m")
     assert r.metrics == {"pve_guest_info": set(), "pve_up": set()} and r.labels == {"id", "instance", "name"}
     r = expr_refs('label_replace(pve_up{id=~"node/.*"}, "node", "$1", "id", "node/(.*)") unless count_values("v", x)')
     assert r.labels == {"id"} and r.made == {"node", "v"} and set(r.metrics) == {"pve_up", "x"}

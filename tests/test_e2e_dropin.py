@@ -205,6 +205,7 @@ def test_node_down_keeps_its_guests_and_the_guest_down_rule_fires_for_them(stack
     assert before
     sim_post(stack["sims"]["lab"], "/_sim/faults", {"kind": "node_down", "node": "pve2"})
     try:
+
         def firing():
             alerts = prom.vector('ALERTS{alertname="PveGuestDown", alertstate="firing", instance="lab"}')
             ids = {a["metric"]["id"] for a in alerts}
@@ -269,6 +270,7 @@ def test_metrics_cluster_with_instance_set_to_the_cluster_works_for_the_same_joi
     }  # fmt: skip
     prom = PromServer(tmp_path / "prom2", job, [])
     try:
+
         def joined():
             rows = prom.vector("pve_guest_info * on(id, instance) group_left() pve_up")
             per = {}
