@@ -356,3 +356,19 @@ def test_arc_size_pve9_only_and_kept_through_trimming():
     key = "/nodes/pve1/rrddata?timeframe=hour&cf=AVERAGE"
     assert flat(c.parse(_shared(), {key: slim}))[("pve_node_zfs_arc_size_bytes", ("node/pve1",))] == 8600000000
     assert dataclasses.replace(c, slim=None).min_interval == PRESSURE.min_interval
+
+
+def test_arcsize_in_the_influxdb_memory_point():
+    from types import SimpleNamespace
+
+    from pve_exporter.collect.zfs_arc import arc_sizes
+    from pve_exporter.export.influx import node_hash
+
+    key = "/nodes/pve1/rrddata?timeframe=hour&cf=AVERAGE"
+    snap = SimpleNamespace(payloads={key: SimpleNamespace(data=RRD_9),
+                                     "/nodes/pve2/rrddata?timeframe=hour&cf=AVERAGE": SimpleNamespace(data=RRD_8)})
+    arc = arc_sizes(snap)  # type: ignore[arg-type]
+    assert arc == {"pve1": 8600000000}
+    st = {"memory": {"total": 1, "used": 1, "free": 0}}
+    assert node_hash(st, arc.get("pve1"))["memory"]["arcsize"] == 8600000000
+    assert "arcsize" not in node_hash(st, arc.get("pve2"))["memory"]  # PVE 8: no such RRD source

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pve_exporter.collect.base import Collector, Family, FamilyBuilder, Shared, build_all
 from pve_exporter.collect.node_status import node_payloads
 from pve_exporter.pve.values import num
+
+if TYPE_CHECKING:
+    from pve_exporter.snapshot import Snapshot
 
 FIELD = "arcsize"
 
@@ -55,3 +58,13 @@ def with_arc(rrd: Collector) -> Collector:
         return [*inner_parse(shared, payloads), *parse_arc(node_payloads(payloads, "rrddata"))]
 
     return dataclasses.replace(rrd, slim=slim, parse=parse)
+
+
+def arc_sizes(snap: Snapshot) -> dict[str, float]:
+    """Newest ARC size per node among a snapshot's cached RRD payloads (for the InfluxDB `memory` points)."""
+    out = {}
+    for node, rows in node_payloads({k: p.data for k, p in snap.payloads.items()}, "rrddata"):
+        value = newest(rows)
+        if value is not None:
+            out[node] = value
+    return out
