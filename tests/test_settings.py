@@ -55,6 +55,9 @@ def test_good_config_defaults(tmp_path):
         (GOOD.replace('    token_secret: "0d3b2c1a-9f8e-4d7c-b6a5-4f3e2d1c0b9a"\n', ""),
          "clusters[0]: token_secret or token_secret_file is required"),
         (GOOD.replace('"127.0.0.1:9221"', '"nope"'), "listen: must be host:port"),
+        (GOOD.replace('"127.0.0.1:9221"', '"127.0.0.1:９２２１"'), "listen: must be host:port"),  # ASCII only
+        (GOOD + "web: {header_timeout_seconds: 0}\n", "web.header_timeout_seconds"),
+        (GOOD + "web: {max_connections: 1}\n", "web.max_connections"),
         (GOOD + "    interval_seconds: 0\n", "clusters[0].interval_seconds"),
         (GOOD + "    timeout_seconds: -1\n", "clusters[0].timeout_seconds"),
         (GOOD + "    max_concurrency: 0\n", "clusters[0].max_concurrency"),
