@@ -16,7 +16,7 @@ from pve_exporter.logs import MASK, redact_text
 _UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # PVEAPIToken=user@realm!name=SECRET (also PBS's `PBSAPIToken=user@realm!name:SECRET`)
-    (re.compile(r"\b(P[VB]EAPIToken[=\s]+[^\s=:!]+![^\s=:]+[=:])[^\s,;'\"}\]]+", re.I), rf"\1{MASK}"),
+    (re.compile(r"\b((?:PVE|PBS)APIToken[=\s]+[^\s=:!]+![^\s=:]+[=:])[^\s,;'\"}\]]+", re.I), rf"\1{MASK}"),
     # header lines as some proxies echo them
     (re.compile(r"\b((?:Proxy-)?Authorization|Cookie|Set-Cookie|CSRFPreventionToken)(\s*[:=]\s*)[^\r\n'\"}]+", re.I),
      rf"\1\2{MASK}"),
@@ -24,7 +24,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # PVE tickets: PVE:user@realm:HEX::BASE64SIG
     (re.compile(r"\bPVE(?:AuthCookie=)?:?[^\s:]+@[^\s:]+:[0-9A-F]{8}::[A-Za-z0-9+/=]+"), MASK),
     # key=value / "key": "value" where the key names a secret
-    (re.compile(r"\b(?!P[VB]EAPIToken\b)([\w-]*(?:secret|password|passwd|token|api[_-]?key|ticket)[\w-]*[\"']?\s*[=:]\s*[\"']?)"
+    (re.compile(r"\b(?!(?:PVE|PBS)APIToken\b)([\w-]*(?:secret|password|passwd|token|api[_-]?key|ticket)[\w-]*[\"']?\s*[=:]\s*[\"']?)"
                 r"[^\s,;&'\"}\]]+", re.I), rf"\1{MASK}"),
     # any UUID that is a value (after = or :): PVE token secrets look like this
     (re.compile(rf"([=:]\s*[\"']?){_UUID}\b"), rf"\1{MASK}"),
