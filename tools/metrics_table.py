@@ -4,9 +4,10 @@
     python tools/metrics_table.py --write   # replace the table between README's metrics-table markers
 
 Every family comes from a real run, none from a hand-written list: the alert/dashboard tests'
-exposition (InfluxDB output and control API on, one collector failing) for the self-metrics, a
-simulated cluster with every optional PVE feature (Ceph, a QDevice, HA, ...) for the data families,
-and one more run per opt-in `collect.*` switch (the booleans that default to off) and one with an
+exposition (InfluxDB output and control API on, one collector failing) for the self-metrics; a
+simulated cluster with every optional PVE feature (Ceph, a QDevice, HA, ...), healthy and with a
+node down (some families exist only in trouble, e.g. Ceph health checks), for the data families;
+one more run per opt-in `collect.*` switch (the booleans that default to off) and one with an
 InfluxDB output (it makes some collectors fetch more) to mark what each adds.
 tests/test_docs.py fails when README differs from a fresh run of this script.
 """
@@ -49,11 +50,14 @@ def opt_ins() -> list[str]:
     return sorted(n for n, f in CollectSettings.model_fields.items() if f.annotation is bool and f.default is False)
 
 
-async def run(collect: dict[str, bool], *, influx: bool = False) -> str:
+async def run(collect: dict[str, bool], *, influx: bool = False, node_down: str | None = None) -> str:
     """The data families of a simulated cluster after a few cycles with these `collect` settings
-    (`influx`: with an InfluxDB output, which makes some collectors fetch more; nothing listens)."""
+    (`influx`: with an InfluxDB output, which makes some collectors fetch more; nothing listens;
+    `node_down`: with that node offline, for what only trouble shows, e.g. Ceph health checks)."""
     clock = FixedClock()
     sim = build_simulator([SIM_CLUSTER], seed=7, auth_delay=0.0, clock=clock, **SIM_FEATURES)
+    if node_down is not None:
+        sim.cluster(SIM_CLUSTER[0]).add_fault("node_down", node=node_down)
     with tempfile.TemporaryDirectory(prefix="metrics-table-") as tmp:
         async with SimulatorServer(sim) as server:
             return await _cycles(clock, server.urls, collect, influx, Path(tmp))
@@ -100,6 +104,8 @@ async def collect_all(busy: str) -> tuple[Families, dict[str, str], dict[str, di
     an opt-in `collect.*` switch or an InfluxDB output; `busy` is the exposition of a daemon with
     every self-metric (InfluxDB output, control API, a failing collector)."""
     fams = families(await run({}))
+    for name, f in families(await run({}, node_down="pve4")).items():
+        fams.setdefault(name, f)
     for name, f in families(busy).items():
         if name.startswith("pve_exporter_"):
             fams.setdefault(name, f)
