@@ -106,8 +106,8 @@ async def collect_all(busy: str) -> tuple[Families, dict[str, str], dict[str, di
     fams = families(await run({}))
     for name, f in families(await run({}, node_down="pve4")).items():
         fams.setdefault(name, f)
-    for name, f in families(busy).items():
-        if name.startswith("pve_exporter_"):
+    for name, f in families(busy).items():  # its data families would hide what the InfluxDB output adds
+        if name.startswith("pve_exporter_") or not name.startswith("pve_"):
             fams.setdefault(name, f)
     added_by: dict[str, str] = {}
     labels_by: dict[str, dict[str, str]] = {}
@@ -134,7 +134,9 @@ def render(fams: Families, added_by: dict[str, str], labels_by: dict[str, dict[s
         extra = labels_by.get(name, {})
         if extra:
             labels += "".join(f"; `{lb}` with {why}" for lb, why in sorted(extra.items()))
-        origin = "PPE" if name in PPE else ("self" if name.startswith("pve_exporter_") else "new")
+        origin = "PPE" if name in PPE else "self" if name.startswith("pve_exporter_") else "new"
+        if not name.startswith("pve_"):
+            origin = "standard"  # process_* / python_*, as client_python's default collectors
         if name in added_by:
             origin += f", with {added_by[name]}" if added_by[name] == INFLUX else f", opt-in {added_by[name]}"
         lines.append(f"| `{name}` | {f['type']} | {labels} | {origin} | {f['help'].replace('|', '/')} |")
