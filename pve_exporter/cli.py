@@ -46,7 +46,6 @@ def _configure_logging(settings_logging: object, level: str | None, fmt: str | N
     logs.configure(lvl, f)
 
 
-def _limit_malloc_arenas() -> None:
 def _warn(message: str) -> None:
     """A config problem that does not stop the daemon (a log line once logging is set up)."""
     import structlog
@@ -54,6 +53,7 @@ def _warn(message: str) -> None:
     structlog.get_logger("pve_exporter.config").warning(message)
 
 
+def _limit_malloc_arenas() -> None:
     """glibc gives each thread that allocates its own malloc arena; the pollers' parse threads would
     leave RSS fragmented over many of them. Two are plenty (same as MALLOC_ARENA_MAX=2)."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
@@ -83,9 +83,9 @@ def cmd_run(argv: Sequence[str]) -> int:
             print(f"pve-exporter: invalid web configuration:\n{exc}", file=sys.stderr)
             return EXIT_CONFIG
     _configure_logging(settings.logging, args.log_level, args.log_format)
-    _limit_malloc_arenas()
     for warning in permission_warnings(args.config, settings):
         _warn(warning)
+    _limit_malloc_arenas()
     from pve_exporter.app import serve
 
     return asyncio.run(serve(settings, config_path=args.config, web_config=web_config))
@@ -101,9 +101,9 @@ def cmd_check_config(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"{args.file}: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    doc = masked(settings)
     for warning in permission_warnings(args.file, settings):
         print(f"warning: {warning}", file=sys.stderr)
+    doc = masked(settings)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
