@@ -553,6 +553,7 @@ def build_app(daemon: Daemon, web_config: WebConfig | None = None) -> web.Applic
     app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app[DAEMON] = daemon
     if basic_auth is not None:
+        app.on_startup.append(lambda _app: basic_auth.prepare())  # the dummy hash, off the event loop
         app.on_cleanup.append(lambda _app: basic_auth.close())  # its bcrypt threads end with the app
     htmlsecurity.install(app)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -594,8 +595,13 @@ def permission_warnings(config_path: str | Path | None, settings: Settings) -> l
             text = ""
         if any(secret in text for secret in settings.secrets()):
             candidates.append(Path(config_path))
+    return readable_by_others([*candidates, *_secret_files(settings)])
+
+
+def readable_by_others(paths: Iterable[Path]) -> list[str]:
+    """A warning for each of these secret-holding files that group or others may read."""
     out = []
-    for path in [*candidates, *_secret_files(settings)]:
+    for path in paths:
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
