@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import yaml
 
 from pve_exporter import __version__, logs
-from pve_exporter.settings import ConfigError, load_settings, masked, permission_warnings
+from pve_exporter.settings import ConfigError, load_settings, masked, permission_warnings, readable_by_others
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "hash-token", "check-dashboard", "check-rules")
@@ -83,7 +83,9 @@ def cmd_run(argv: Sequence[str]) -> int:
             print(f"pve-exporter: invalid web configuration:\n{exc}", file=sys.stderr)
             return EXIT_CONFIG
     _configure_logging(settings.logging, args.log_level, args.log_format)
-    for warning in permission_warnings(args.config, settings):
+    warnings = permission_warnings(args.config, settings)
+    warnings += readable_by_others(web_config.secret_files()) if web_config is not None else []
+    for warning in warnings:
         _warn(warning)
     _limit_malloc_arenas()
     from pve_exporter.app import serve

@@ -92,7 +92,7 @@ class GuardedRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         """The design's JSON error body for requests the app never saw (no echo of the input)."""
         if status >= 500:
-            log.error("request failed outside the app", status=status, error=type(exc).__name__ if exc else None)
+            log.error("request failed outside the app", status=status, exc_info=exc)
         else:
             log.debug("malformed request", status=status, error=type(exc).__name__ if exc else None)
         if request.writer.output_size > 0:  # part of an answer is out: the connection is broken

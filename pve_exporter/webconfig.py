@@ -89,6 +89,10 @@ class WebConfig(_Strict):
                 raise ValueError(f"{user}: must be a bcrypt hash ($2y$…), e.g. from `htpasswd -nBC 12 {user}`")
         return v
 
+    def secret_files(self) -> list[Path]:
+        """Files whose content is secret (the TLS private key), for the permission warning."""
+        return [self.tls_server_config.key_file] if self.tls_server_config is not None else []
+
     def ssl_context(self) -> ssl.SSLContext | None:
         tls = self.tls_server_config
         if tls is None:
@@ -158,7 +162,14 @@ class BasicAuth:
         self._failures = KeyedLimiter(self.FAILURE_BURST, self.FAILURES_PER_MINUTE, clock=clock)
         self._executor = ThreadPoolExecutor(max_workers=self.THREADS, thread_name_prefix="basic-auth")
         self._pending = 0
-        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(_common_cost(users.values())))
+        self._dummy: bytes | None = None  # made by prepare(), in the executor (cost 12 is ~0.25 s of CPU)
+
+    async def prepare(self) -> None:
+        """Make the dummy hash for unknown users, at the cost most configured hashes use."""
+        if self._dummy is None:
+            salt = bcrypt.gensalt(_common_cost(self.users.values()))
+            loop = asyncio.get_running_loop()
+            self._dummy = await loop.run_in_executor(self._executor, bcrypt.hashpw, b"not a password", salt)
 
     async def _checkpw(self, password: bytes, hashed: bytes) -> bool:
         if self._pending >= self.MAX_PENDING:
@@ -190,6 +201,8 @@ class BasicAuth:
         secret = password.encode()
         if stored is None or len(secret) > BCRYPT_MAX_BYTES:
             # Same cost as a real check, so neither a probe nor a long password tells what exists.
+            await self.prepare()
+            assert self._dummy is not None
             await self._checkpw(secret[:BCRYPT_MAX_BYTES], self._dummy)
             ok = False
         else:

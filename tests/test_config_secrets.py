@@ -157,3 +157,22 @@ def test_config_error_message_has_no_secret_even_in_the_exception_chain(tmp_path
         load_settings(p)
     assert SECRET not in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
     assert os.environ.get("PVE_EXPORTER_CLUSTERS") is None
+
+
+def test_readable_tls_key_is_warned_about_at_start(tmp_path, monkeypatch) -> None:
+    from pve_exporter.webconfig import TlsServerConfig, WebConfig
+
+    cfg = write(tmp_path / "config.yaml", json.dumps({"clusters": [CLUSTER]}), 0o600)
+    cert = write(tmp_path / "server.crt", "cert", 0o644)  # a certificate is public
+    key = write(tmp_path / "server.key", "key", 0o644)
+    seen: list[str] = []
+
+    async def fake_serve(settings, **kw):
+        return 0
+
+    monkeypatch.setattr("pve_exporter.webconfig.load_web_config",
+                        lambda _p: WebConfig(tls_server_config=TlsServerConfig(cert_file=cert, key_file=key)))
+    monkeypatch.setattr("pve_exporter.app.serve", fake_serve)
+    monkeypatch.setattr("pve_exporter.cli._warn", seen.append)
+    assert cli.main(["--config", str(cfg), "--web-config-file", "web.yml"]) == 0
+    assert seen == [f"{key} holds secrets and is readable by group or others (mode 0644); chmod 600 {key}"]
