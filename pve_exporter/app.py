@@ -126,6 +126,10 @@ class Daemon:
             guest_agent_refresh_seconds=c.guest_agent_refresh_seconds,
             node_storage_details=settings.influxdb is not None,  # feeds the InfluxDB storage points
             qemu_full_status=c.qemu_full_status or settings.influxdb is not None,
+            guest_devices=c.guest_devices,
+            guest_name_label=c.guest_name_label,
+            node_interval=c.node_interval_seconds,
+            node_detail_every_cycle=settings.influxdb is not None,
         )
 
     def _poller_config(self, cfg: ClusterSettings, settings: Settings) -> PollerConfig:
@@ -134,6 +138,8 @@ class Daemon:
             timeout=cfg.timeout_seconds,
             stale_after=cfg.stale_after,
             slow_factor=settings.collect.slow_interval_factor,
+            node_interval=max(settings.collect.node_interval_seconds, cfg.interval_seconds),
+            slow_min=settings.collect.slow_min_interval_seconds,
         )
         return PollerConfig(self._collectors(settings), timing, keep_raw=settings.influxdb is not None)
 

@@ -42,10 +42,17 @@ class PollerTiming:
     timeout: float
     stale_after: float
     slow_factor: int = 20
+    node_interval: float = 60.0
+    slow_min: float = 0.0
 
     @property
     def slow_interval(self) -> float:
-        return self.interval * self.slow_factor
+        return max(self.interval * self.slow_factor, self.slow_min)
+
+    @property
+    def node_slices(self) -> int:
+        """Node-tier work is split into this many parts, one per fast cycle: each node once per node interval."""
+        return max(1, round(self.node_interval / self.interval))
 
     @property
     def deadline(self) -> float:
@@ -220,6 +227,11 @@ class Poller:
         self._shared_cache: dict[str, Payload] = {}
         self._cache: dict[str, dict[str, Payload]] = {c.name: {} for c in self.collectors}
         self._last_run: dict[str, float] = {}
+        self._cycle_no = 0
+        # Node tier: the keys each collector wants over all slices, and the errors of the last fetch per key.
+        self._node_keep: dict[str, set[str]] = {}
+        self._node_errors: dict[str, dict[str, PveError]] = {}
+        self.requests_by_tier: dict[str, int] = {"fast": 0, "node": 0, "slow": 0}
         self._results: dict[str, CollectorResult] = {}
         self._last_reach: float | None = None
         self._last_reach_mono: float | None = None
@@ -366,6 +378,8 @@ class Poller:
             return c.max_age
         if c.tier == "slow":
             return max(self.timing.stale_after, 3 * self.timing.slow_interval)
+        if c.tier == "node":
+            return self.timing.node_interval + self.timing.stale_after
         return self.timing.stale_after
 
     async def _cycle(self, tasks: _CycleTasks) -> Snapshot:
@@ -381,6 +395,9 @@ class Poller:
         shared, shared_stale = self._absorb_shared(status_out, res_out, now)
         due = self._due(collectors, shared, now)
         flat = [r for _, reqs in due for r in reqs]
+        self.requests_by_tier["fast"] += 2  # /cluster/status and /cluster/resources
+        for c, reqs in due:
+            self.requests_by_tier[c.tier] += len(reqs)
         outs = iter(await self._fetch_all(tasks, flat, budget - (time.monotonic() - t0), shared))
         fetched = [(c, [(r, next(outs)) for r in reqs]) for c, reqs in due]
         cycle = _CycleInput(started, started_mono, t0, collectors, shared, fetched, status_out, res_out, shared_stale)
@@ -423,6 +440,7 @@ class Poller:
         """The collectors whose cadence is due, each with the paths its `plan` asks for."""
         everything = {k: p.data for cache in self._cache.values() for k, p in cache.items()}
         due: list[tuple[Collector, list[Request]]] = []
+        self._cycle_no += 1
         for c in collectors:
             last = self._last_run.get(c.name)
             if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
@@ -430,9 +448,25 @@ class Poller:
             if c.min_interval and last is not None and now - last < c.min_interval - 1e-6:
                 continue
             ages = {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}
-            due.append((c, list(c.plan(shared, CacheView(now, ages, everything)))))
+            reqs = list(c.plan(shared, CacheView(now, ages, everything)))
+            if c.tier == "node":
+                self._node_keep[c.name] = {r.key for r in reqs}
+                if last is not None:  # the first run fetches every node: a full set of series at start-up
+                    reqs = self._node_slice(reqs, shared)
+                    if not reqs:
+                        continue  # no node of this slice: the last result stands
+            due.append((c, reqs))
             self._last_run[c.name] = now
         return due
+
+    def _node_slice(self, reqs: list[Request], shared: Shared) -> list[Request]:
+        """The requests of this cycle's share of the nodes (nodes in name order, dealt round-robin)."""
+        slices = self.timing.node_slices
+        if slices == 1:
+            return reqs
+        turn = self._cycle_no % slices
+        mine = {n.name for i, n in enumerate(shared.nodes) if i % slices == turn}
+        return [r for r in reqs if r.node is None or r.node in mine]
 
     def _build(self, cycle: _CycleInput, now: float) -> Snapshot:
         """Store what was fetched, parse every collector, make the snapshot (runs in a worker thread).
@@ -507,6 +541,7 @@ class Poller:
             guests=MappingProxyType(guest_inventory(shared.resources)),
             started_mono=cycle.started_mono,
             reached_mono=self._last_reach_mono,
+            requests_by_tier=MappingProxyType(dict(self.requests_by_tier)),
         )
         self.store.prepare(snap)
         return snap
@@ -515,7 +550,12 @@ class Poller:
         self, c: Collector, cache: dict[str, Payload], got: list[tuple[Request, _Outcome]], now: float, t: float
     ) -> tuple[bool, list[PveError], float]:
         """Put a due collector's answers in its cache; returns (serving stale data, errors, last answer time)."""
-        if not c.keep_unplanned:
+        node_tier = c.tier == "node"
+        if node_tier:  # other slices' payloads stay; those of nodes gone (or offline) go
+            keep = self._node_keep.get(c.name, set())
+            for k in [k for k in cache if k not in keep]:
+                del cache[k]
+        elif not c.keep_unplanned:
             planned = {r.key for r, _ in got}
             for k in [k for k in cache if k not in planned]:
                 del cache[k]
@@ -531,6 +571,21 @@ class Poller:
             stale |= self._keep(cache, r.key, out, now, self._max_age(c))
             if out.error is not None:
                 errors.append(out.error)
+        if node_tier:
+            # A node that failed in its slice keeps the collector failing until its next turn, so
+            # the success metric does not flap with the rotation of the slices.
+            known = self._node_errors.setdefault(c.name, {})
+            for r, out in got:
+                if out.error is None:
+                    known.pop(r.key, None)
+                else:
+                    known[r.key] = out.error
+            keep = self._node_keep.get(c.name, set())
+            for k in [k for k in known if k not in keep]:
+                del known[k]
+            fetched = {r.key for r, _ in got}
+            errors.extend(e for k, e in known.items() if k not in fetched)
+            stale |= any(k in cache for k in known)
         return stale, errors, ended
 
     def _parse(self, c: Collector, shared: Shared, cache: dict[str, Payload]) -> tuple[list[Family], str | None]:

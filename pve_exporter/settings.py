@@ -156,6 +156,15 @@ class CollectSettings(Strict):
     """Knobs shared by all clusters' collectors."""
 
     slow_interval_factor: int = Field(default=20, ge=1, description="Slow tier runs every N fast intervals")
+    slow_min_interval_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="The slow tier runs at most this often, however short the fast interval (gentle on PVE)",
+    )
+    node_interval_seconds: float = Field(
+        default=60.0, ge=1, le=3600,
+        description="Node tier: per-node detail (node status, per-node guest lists) once per this many seconds "
+        "per node, the nodes spread over the fast cycles; at least each cluster's interval_seconds",
+    )
     all_enum_states: bool = Field(
         default=False, description="Emit pve_ha_state / pve_lock_state for every guest (PPE behaviour)"
     )
@@ -459,6 +468,12 @@ class Settings(BaseSettings):
             if c.name in seen:
                 raise ValueError(f"clusters[{i}].name: duplicate cluster name {c.name!r}")
             seen.add(c.name)
+            if self.collect.node_interval_seconds < c.interval_seconds:
+                raise ValueError(
+                    f"collect.node_interval_seconds: {self.collect.node_interval_seconds:g} is shorter than "
+                    f"clusters[{i}].interval_seconds ({c.interval_seconds:g}); the node tier cannot run more "
+                    "often than the fast tier"
+                )
         return self
 
     @property

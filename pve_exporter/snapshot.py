@@ -62,6 +62,7 @@ class Snapshot:
     guests: Mapping[int, GuestRef] = field(default_factory=lambda: MappingProxyType({}))
     started_mono: float = 0.0  # the same start on the monotonic clock (payload ages compare to it)
     reached_mono: float | None = None  # monotonic time of `last_success`, for ages that survive clock steps
+    requests_by_tier: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # since start
 
     def fresh_payloads(self) -> dict[str, Any]:
         """Payloads fetched in this very cycle (what an InfluxDB writer should send as new points)."""

@@ -235,7 +235,8 @@ async def test_every_pve_flavour_collects_cleanly(version):
 
 
 async def test_api_calls_per_cycle_match_the_formula():
-    """First cycle: 2 + 6 + 9·N + B + G; fast cycles: 2 + 2 + 4·N, + N once a minute (documented in the README).
+    """First cycle: 2 + 6 + 9·N + B + G; later fast cycles: 2 + 4 per node of the cycle's node slice
+    (each node once per node interval), + QDevice and tasks once per node interval (documented in the README).
 
     B = backup storage listings: `local` on each node plus the shared `nfs-backup` once. The slow tier
     (and so the first cycle) also asks /pools and the HA status once, and ZFS, disks and certificates
@@ -252,7 +253,7 @@ async def test_api_calls_per_cycle_match_the_formula():
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
     backup_listings = n + 1
     assert first == 2 + 3 + 2 + qdevice + 9 * n + backup_listings + g
-    assert second == 2 + 1 + qdevice + 4 * n
+    assert second == 2 + 4  # 4 slices (60 s / 15 s), 4 nodes: one node's status, rrddata, qemu, lxc
 
 
 async def test_per_node_calls_go_to_the_node_address_with_fallback():
@@ -290,7 +291,7 @@ async def test_ceph_health_and_backup_age_from_the_simulator():
         await cycle(daemon)
         ok = series(body(daemon))
         sim.cluster("lab").add_fault("node_down", node="pve3")
-        daemon.clock.t += 15
+        daemon.clock.t += 60  # Ceph status is read once per node interval
         await cycle(daemon)
         warn = series(body(daemon))
     key = ("pve_ceph_health_status", frozenset({("cluster", "lab"), ("id", "cluster/lab")}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pve_exporter.collect import (
     agent,
     allocation,
@@ -41,10 +43,24 @@ def build_collectors(
     guest_agent_refresh_seconds: float = 300.0,
     guest_devices: bool = False,  # per-NIC/per-disk guest I/O (needs full-mode QEMU lists)
     guest_name_label: bool = False,  # `name` on guest usage series
+    node_interval: float = 60.0,  # cluster-wide extras (tasks, QDevice, Ceph) run this often
+    node_detail_every_cycle: bool = False,  # the InfluxDB output writes node and guest points every cycle
 ) -> tuple[Collector, ...]:
+    """Every collector with its tier: the fast tier costs O(1) requests per cluster (the shared
+    /cluster/status and /cluster/resources, which carry every fast value); per-node detail is on the
+    node tier (each node once per `node_interval`, spread over the cycles) unless the InfluxDB output
+    needs it every cycle; replication, versions, backups, disks, ZFS and certificates on the slow tier."""
+    node_tier = "fast" if node_detail_every_cycle else "node"
+
+    def tier(c: Collector, name: str) -> Collector:
+        return dataclasses.replace(c, tier=name, min_interval=0.0)
+
+    def every(c: Collector, seconds: float) -> Collector:
+        return dataclasses.replace(c, min_interval=seconds)
+
     optional: tuple[Collector, ...] = ()
     if node_storage_details:
-        optional += (node_storage.COLLECTOR,)
+        optional += (tier(node_storage.COLLECTOR, node_tier),)
     if guest_agent:
         optional += (agent.make_collector(guest_agent_max_per_cycle, guest_agent_refresh_seconds),)
     res = resources.make_collector(all_enum_states)
@@ -53,19 +69,20 @@ def build_collectors(
         guest_lists = with_devices(guest_lists)
     if guest_name_label:
         res, guest_lists = with_name_label(res), with_name_label(guest_lists)
+    guest_lists = tier(guest_lists, node_tier)
     return (
         status.COLLECTOR,
         res,
         cluster_extra.VERSION_COLLECTOR,
         cluster_extra.BACKUP_COLLECTOR,
-        cluster_extra.QDEVICE_COLLECTOR,
-        node_status.COLLECTOR,
-        with_arc(node_pressure.COLLECTOR),
+        every(cluster_extra.QDEVICE_COLLECTOR, node_interval),
+        tier(node_status.COLLECTOR, node_tier),
+        tier(with_arc(node_pressure.COLLECTOR), "node"),  # PVE's RRD has one row a minute
         guest_lists,
-        node_extra.REPLICATION_COLLECTOR,
+        tier(node_extra.REPLICATION_COLLECTOR, "slow"),  # jobs run every 15 minutes by default
         node_extra.SUBSCRIPTION_COLLECTOR,
-        tasks.COLLECTOR,
-        ceph.COLLECTOR,
+        every(tasks.COLLECTOR, node_interval),
+        every(ceph.COLLECTOR, node_interval),
         backups.COLLECTOR,
         config.make_collector(config_max_per_cycle, config_refresh_seconds),
         pools.COLLECTOR,

@@ -133,7 +133,9 @@ class Collector:
     """A named unit of collection with its own success metric and cadence tier."""
 
     name: str
-    tier: Literal["fast", "slow"]
+    # fast: every cycle. node: per-node detail, each node once per node interval, the nodes spread
+    # over the fast cycles. slow: every slow interval (data that changes in minutes or hours).
+    tier: Literal["fast", "node", "slow"]
     plan: PlanFn
     parse: ParseFn
     needs_resources: bool = False  # fails (and keeps stale data) when /cluster/resources failed
