@@ -186,6 +186,7 @@ async def test_kill_during_an_action_then_restart(tmp_path) -> None:
         cfg = {
             "listen": f"127.0.0.1:{port}",
             "logging": {"format": "json"},
+            "collect": {"node_interval_seconds": 3600},  # not shorter than the cluster's interval
             "clusters": [{"name": "lab", "endpoints": [server.urls["lab"]], "token_id": DEFAULT_TOKEN_ID,
                           "token_secret": DEFAULT_TOKEN_SECRET, "interval_seconds": 3600}],
             "control": {"enabled": True, "history_db": str(db), "task_poll_seconds": 0.05,

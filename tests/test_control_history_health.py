@@ -49,7 +49,7 @@ async def test_the_daemon_process_with_a_corrupt_history_serves_metrics(tmp_path
     port = free_port()
     tokens = [{"name": "ops", "sha256": sha(TOKENS["ops"][0]), "scopes": ["power"]}]
     async with SimulatorServer(sim) as server:
-        cfg = {"listen": f"127.0.0.1:{port}", "logging": {"format": "json"},
+        cfg = {"listen": f"127.0.0.1:{port}", "logging": {"format": "json"}, "collect": {"node_interval_seconds": 3600},
                "clusters": [{"name": "lab", "endpoints": [server.urls["lab"]], "token_id": DEFAULT_TOKEN_ID,
                              "token_secret": DEFAULT_TOKEN_SECRET, "interval_seconds": 3600}],
                "control": {"enabled": True, "history_db": str(db), "tokens": tokens}}  # fmt: skip
