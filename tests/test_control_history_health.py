@@ -38,6 +38,9 @@ async def test_a_corrupt_history_at_start_disables_only_the_control_api(tmp_path
         status, body, _ = await ctl.call("POST", "/api/v1/clusters/lab/guests/102/stop")
         assert status == 503 and body["error_code"] == "HISTORY_UNAVAILABLE"
         assert "unavailable" in await (await ctl.client.get("/")).text()
+        status, doc, _ = await ctl.call("GET", "/api/v1/openapi.json", token=None)  # public, and documents it
+        assert status == 200 and "HISTORY_UNAVAILABLE" in doc["paths"]["/api/v1/whoami"]["get"]["responses"]["503"][
+            "description"]
     assert "CONTROL API DISABLED" in log_buffer.getvalue()
 
 

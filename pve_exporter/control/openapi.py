@@ -228,7 +228,8 @@ def _multi(name: str, items: Json, description: str) -> Json:
 
 _CLUSTER_P = _param("cluster", "path", {"type": "string"}, "A configured cluster name")
 _LOCATION = {"Location": {"description": "Where to follow the result", "schema": {"type": "string"}}}
-_AUTH_ERRORS = ["UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "INTERNAL_ERROR"]
+# Every route behind a token: auth, and the history being unusable (the control API is then off).
+_AUTH_ERRORS = ["UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "HISTORY_UNAVAILABLE", "INTERNAL_ERROR"]
 _BODY_ERRORS = ["INVALID_REQUEST", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE"]
 
 # (method, path) -> operation object without security/errors (added from the route table)
