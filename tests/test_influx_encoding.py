@@ -26,7 +26,7 @@ def snap(payloads: dict[str, Any], *, stale: dict[str, Any] | None = None, clust
         p[k] = Payload(v, T0 - 15)  # kept from an earlier cycle: not this cycle's data
     return Snapshot(
         cluster=cluster, seq=1, started_at=T0, finished_at=TS + 0.7, reachable=True, last_success=T0,
-        families=(), results=MappingProxyType({}), payloads=MappingProxyType(p),
+        families=(), results=MappingProxyType({}), payloads=MappingProxyType(p), started_mono=T0,
     )  # fmt: skip
 
 

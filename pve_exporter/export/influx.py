@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from math import isfinite
 from operator import itemgetter
 from typing import Any
 
@@ -233,7 +232,7 @@ class _Plan:
     `apply` is a small function made for the shape (see `_compile`): fetch, check, format, append.
     """
 
-    __slots__ = ("apply", "fields", "floats", "fmt", "nested", "prefix", "strings")
+    __slots__ = ("apply", "fields", "floats", "fmt", "nested", "prefix", "specs", "strings")
 
     def __init__(
         self, keys: tuple[str, ...], types: tuple[type, ...], excluded: frozenset[str] | None, measurement: str | None
@@ -269,6 +268,45 @@ class _Plan:
         self.fmt = ",".join(parts)
         self.prefix = (_measurement(measurement) if measurement is not None else "system") + ","
         self.apply = _compile(self, fields, floats) if fields else None
+        self.specs: tuple[_Spec, ...] = ()  # set by _Ctx.plan_for for top-level plans
+
+
+class _Spec:
+    """A top-level nested hash as the first row of a plan had it: its key, and the shape and plan of
+    its lines (kind INSTANCES: every value a hash of `keys`/`types`, one line each, like nics and
+    blockstat; kind MEASUREMENT: one line of scalars, like ballooninfo). A row whose nested hash has
+    another shape takes the general path for that hash, so the output never depends on the spec."""
+
+    __slots__ = ("apply", "ctx", "key", "keys", "kind", "measurement", "types")
+
+    GENERAL, INSTANCES, MEASUREMENT = 0, 1, 2
+
+    def __init__(self, key: str, parent: _Ctx, sample: Any) -> None:
+        self.key = key
+        self.measurement = key
+        self.kind = _Spec.GENERAL
+        self.keys: tuple[str, ...] = ()
+        self.types: tuple[type, ...] = ()
+        self.apply: _Apply | None = None
+        self.ctx = parent.child(key)
+        if type(sample) is not dict or not sample:
+            return
+        vals = list(sample.values())
+        if set(map(type, vals)) == _JUST_DICT:
+            leaf = vals[0]
+            kind, ctx = _Spec.INSTANCES, self.ctx.instance()
+        elif dict not in set(map(type, vals)):
+            leaf = sample
+            kind, ctx = _Spec.MEASUREMENT, self.ctx
+        else:
+            return
+        keys, types = tuple(leaf), tuple(map(type, leaf.values()))
+        if kind == _Spec.INSTANCES and dict in types:
+            return  # flattened below an instance: the generic path
+        plan = ctx.plan_for(keys, types)
+        if plan is None or plan.nested or plan.apply is None:
+            return
+        self.kind, self.keys, self.types, self.apply = kind, keys, types, plan.apply
 
 
 _Apply = Callable[[Mapping[str, Any], list[str], str, str], bool]
@@ -301,7 +339,7 @@ def _compile(plan: _Plan, fields: list[str], floats: list[str]) -> _Apply:
         code.append("        return False")
     code.append(f"    out.append(FMT % (tags, {', '.join(args)}, ts))")
     code.append("    return True")
-    exec("\n".join(code), consts)  # noqa: S102  (generated from a fixed template; see the docstring)
+    exec("\n".join(code), consts)  # generated from a fixed template (see the docstring)
     fn = consts["apply"]
     assert callable(fn)
     return fn  # type: ignore[return-value]
@@ -320,7 +358,72 @@ def _getter(keys: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]] |
     return itemgetter(*keys)
 
 
-_plans: dict[tuple[Any, ...], _Plan | None] = {}
+class _Ctx:
+    """Where a hash sits (excluded keys, measurement, below an instance or not) and its plans by
+    shape. The plan used last is checked first: a node's guest list repeats a few shapes, and two
+    tuple comparisons cost less than hashing a (keys, types) key."""
+
+    __slots__ = ("below", "children", "excluded", "inst", "keys", "measurement", "plan", "plans", "types")
+
+    def __init__(self, excluded: frozenset[str] | None, measurement: str | None, below: bool) -> None:
+        self.excluded = excluded
+        self.measurement = measurement
+        self.below = below
+        self.plans: dict[tuple[tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
+        self.keys: tuple[str, ...] | None = None
+        self.types: tuple[type, ...] | None = None
+        self.plan: _Plan | None = None
+        self.children: dict[str, _Ctx] = {}
+        self.inst: _Ctx | None = None
+
+    def child(self, measurement: str) -> _Ctx:
+        """A nested hash: its own measurement (top level) or an instance of ours (measurement level)."""
+        c = self.children.get(measurement)
+        if c is None:
+            if len(self.children) >= 4096:
+                self.children.clear()
+            c = self.children[measurement] = _Ctx(self.excluded, measurement, False)
+        return c
+
+    def instance(self) -> _Ctx:
+        if self.inst is None:
+            self.inst = _Ctx(self.excluded, self.measurement, True)
+        return self.inst
+
+    def plan_for(
+        self, keys: tuple[str, ...], types: tuple[type, ...], sample: Mapping[str, Any] | None = None
+    ) -> _Plan | None:
+        if types == self.types and keys == self.keys:
+            return self.plan
+        pkey = (keys, types)
+        plan = self.plans.get(pkey, _NO_PLAN)
+        if plan is _NO_PLAN:
+            try:
+                plan = _Plan(keys, types, self.excluded, self.measurement)
+                if self.below and plan.nested:
+                    plan = None  # hashes below an instance are flattened: the generic path does that
+            except _Unplannable:
+                plan = None
+            if plan is not None and plan.nested and self.measurement is None and sample is not None:
+                plan.specs = tuple(_Spec(key, self, sample[key]) for key in plan.nested)
+            if len(self.plans) >= 4096:
+                self.plans.clear()
+            self.plans[pkey] = plan
+        self.keys, self.types, self.plan = keys, types, plan
+        return plan
+
+
+_NO_PLAN: Any = object()
+_roots: dict[tuple[frozenset[str] | None, str | None, bool], _Ctx] = {}
+
+
+def _root(excluded: frozenset[str] | None, measurement: str | None = None, below: bool = False) -> _Ctx:
+    ctx = _roots.get((excluded, measurement, below))
+    if ctx is None:
+        if len(_roots) >= 1024:
+            _roots.clear()
+        ctx = _roots[(excluded, measurement, below)] = _Ctx(excluded, measurement, below)
+    return ctx
 
 
 def _encode(
@@ -333,31 +436,33 @@ def _encode(
     instance: str | None = None,
 ) -> None:
     """`build_influxdb_payload`: nested lines first (as PVE emits them), then this level's own line."""
+    _enc(out, data, tags, ts, _root(excluded, measurement, instance is not None), instance)
+
+
+def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx, instance: str | None) -> None:
     if type(data) is not dict:
-        _encode_generic(out, data, tags, ts, excluded, measurement, instance)
+        _encode_generic(out, data, tags, ts, ctx.excluded, ctx.measurement, instance)
         return
     types = tuple(map(type, data.values()))
+    measurement = ctx.measurement
     if instance is None and measurement is not None and types.count(dict) == len(types):
+        ictx = ctx.instance()
         for key in sorted(data):  # nics / blockstat: one instance per key (tap100i0, scsi0, ...)
-            _encode(out, data[key], tags, ts, excluded, measurement, key)
+            _enc(out, data[key], tags, ts, ictx, key)
         return
-    pkey = (tuple(data), types, excluded, measurement, instance is not None)
-    plan = _plans.get(pkey, _plans)
-    if plan is _plans:
-        plan = _make_plan(pkey, types, excluded, measurement, instance)
+    plan = ctx.plan_for(tuple(data), types, data)
     if plan is None:
-        _encode_generic(out, data, tags, ts, excluded, measurement, instance)
+        _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance)
         return
-    if plan.nested:
+    if plan.specs:
+        _nested_fast(out, data, tags, ts, plan.specs)
+    elif plan.nested:
         for key in plan.nested:
             sub = data[key]
             if measurement is not None:
-                _encode(out, sub, tags, ts, excluded, measurement, key)
-            elif type(sub) is dict and sub and set(map(type, sub.values())) == _JUST_DICT:
-                for inst in sorted(sub):  # nics / blockstat: one line per instance (tap100i0, scsi0, ...)
-                    _encode(out, sub[inst], tags, ts, excluded, key, inst)
+                _enc(out, sub, tags, ts, ctx.instance(), key)
             else:
-                _encode(out, sub, tags, ts, excluded, key)
+                _nested(out, sub, tags, ts, ctx.child(key))
     apply = plan.apply
     if apply is None:
         return
@@ -367,27 +472,46 @@ def _encode(
     else:
         line_tags = tags
     if not apply(data, out, line_tags, ts):  # a NaN / ±Inf (PVE drops them) or an empty string
-        _encode_generic(out, data, tags, ts, excluded, measurement, instance, own_line_only=True)
+        _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance, own_line_only=True)
 
 
-def _make_plan(
-    pkey: tuple[Any, ...],
-    types: tuple[type, ...],
-    excluded: frozenset[str] | None,
-    measurement: str | None,
-    instance: str | None,
-) -> _Plan | None:
-    plan: _Plan | None
-    try:
-        plan = _Plan(pkey[0], types, excluded, measurement)
-        if instance is not None and plan.nested:
-            plan = None  # hashes below an instance are flattened: the generic path does that
-    except _Unplannable:
-        plan = None
-    if len(_plans) >= 4096:
-        _plans.clear()
-    _plans[pkey] = plan
-    return plan
+def _nested(out: list[str], sub: Any, tags: str, ts: str, ctx: _Ctx) -> None:
+    """A hash nested in a top-level one: measurement `ctx.measurement`, one line per instance when
+    every value is a hash (nics, blockstat), else one line."""
+    if type(sub) is dict and sub and set(map(type, sub.values())) == _JUST_DICT:
+        ictx = ctx.instance()
+        for inst in sorted(sub):  # nics / blockstat: one line per instance (tap100i0, scsi0, ...)
+            _enc(out, sub[inst], tags, ts, ictx, inst)
+    else:
+        _enc(out, sub, tags, ts, ctx, None)
+
+
+def _nested_fast(out: list[str], data: dict[str, Any], tags: str, ts: str, specs: tuple[_Spec, ...]) -> None:
+    """`_nested` for every nested hash of a row; hashes shaped as their spec expects are encoded
+    right here (no lookups), anything else goes the general way."""
+    for spec in specs:
+        sub = data[spec.key]
+        apply = spec.apply
+        if apply is None or type(sub) is not dict:
+            _nested(out, sub, tags, ts, spec.ctx)
+        elif spec.kind == _Spec.MEASUREMENT:
+            if tuple(map(type, sub.values())) == spec.types and tuple(sub) == spec.keys:
+                if not apply(sub, out, tags, ts):
+                    _encode_generic(out, sub, tags, ts, spec.ctx.excluded, spec.measurement, None, own_line_only=True)
+            else:
+                _nested(out, sub, tags, ts, spec.ctx)
+        elif sub and set(map(type, sub.values())) == _JUST_DICT:  # instances: one line each
+            for inst in sorted(sub) if len(sub) > 1 else sub:
+                leaf = sub[inst]
+                if tuple(map(type, leaf.values())) == spec.types and tuple(leaf) == spec.keys:
+                    it = inst if inst.isalnum() else _tag_memo[inst]  # tap100i0, scsi0: nothing to escape
+                    if not apply(leaf, out, f"{tags},instance={it}", ts):
+                        _encode_generic(out, leaf, tags, ts, spec.ctx.excluded, spec.measurement, inst,
+                                        own_line_only=True)  # fmt: skip
+                else:
+                    _enc(out, leaf, tags, ts, spec.ctx.instance(), inst)
+        else:
+            _nested(out, sub, tags, ts, spec.ctx)
 
 
 # -- PVE hashes from API payloads ---------------------------------------------------------------
@@ -531,6 +655,7 @@ def _vmid_key(row: Any) -> tuple[int, str]:
 def _guests(
     out: list[str], kind: str, per_node: list[tuple[str, Any]], cluster_tag: str, ts: str, esc: Callable[[str], str]
 ) -> None:
+    ctx = _root(_GUEST_EXCLUDED)
     for node, rows in per_node:
         if not isinstance(rows, list):
             continue
@@ -550,12 +675,12 @@ def _guests(
                 vmid_s = tag_escape(str(int(vmid)) if type(vmid) is float else str(vmid))
             name = row.get("name")
             if type(name) is str and name:
-                host = ",host=" + tag_escape(name)
+                host = ",host=" + _tag_memo[name]  # names repeat every cycle: escaped once
             elif name is None or name == "" or type(name) is bool:
                 host = ""
             else:  # a numeric JSON name
                 host = ",host=" + tag_escape(str(int(name)) if type(name) is float else str(name))
-            _encode(out, row, f"{head}{vmid_s}{node_tag}{host}{cluster_tag}", ts, _GUEST_EXCLUDED)
+            _enc(out, row, f"{head}{vmid_s}{node_tag}{host}{cluster_tag}", ts, ctx, None)
 
 
 def snapshot_to_lines(snap: Snapshot) -> list[str]:
