@@ -144,7 +144,7 @@ def test_zfs_node_without_zfsutils_is_no_data_not_a_failure():
 # pve-storage src/PVE/Diskmanage.pm get_disks + src/PVE/API2/Disks.pm list: health from smartctl
 # ("PASSED" ATA, "OK" SAS/NVMe, "FAILED!"), "UNKNOWN" without SMART; wearout remaining % for ssd/nvme
 # (NVMe: 100 - "Percentage Used", may be fractional) else "N/A"; serial/wwn default "unknown"; `used`
-# absent on an unused disk. PVE 8 (pve-storage 8.x) has no `nvme` type: NVMe drives are `ssd`.
+# absent on an unused disk. Older pve-storage (before `is_ssdlike`) lists NVMe drives as `ssd`, newer as `nvme`.
 DISKS_8 = [
     {"devpath": "/dev/sda", "size": 480103981056, "model": "SAMSUNG_MZ7LH480HAHQ-00005", "serial": "S45PNA0M",
      "wwn": "0x5002538e0000", "type": "ssd", "health": "PASSED", "wearout": 97, "rpm": 0, "gpt": 1,
