@@ -47,3 +47,27 @@ async def test_no_power_call_after_shutdown_begins(tmp_path) -> None:
         assert status == "interrupted" and "`start` was not sent" in message and "check the guest" in message
         status, body, _ = await ctl.call("POST", "/api/v1/clusters/lab/guests/109/start")
         assert status == 503 and body["error_code"] == "SHUTTING_DOWN"
+
+
+async def test_the_web_apps_shutdown_stops_power_calls_before_open_requests_are_awaited(tmp_path) -> None:
+    """SIGTERM → aiohttp's runner.cleanup → on_shutdown (this) → waits for open requests (up to 60 s)
+    → cleanup (daemon.stop). Nothing may be sent in between."""
+    db = tmp_path / "ops.sqlite"
+    async with control_app(db) as ctl:
+        lab = ctl.sim.cluster("lab")
+        for vmid in (102, 105, 106):
+            lab.power.overrides[vmid] = 100.0
+        body = {"action": "stop", "force": True, "concurrency": 1, "timeout_seconds": 600,
+                "selector": {"cluster": "lab", "vmids": [102, 105, 106]}}  # fmt: skip
+        status, batch, _ = await ctl.call("POST", "/api/v1/actions", json=body)
+        assert status == 202
+        ids = {o["resource_id"]: o["id"] for o in batch["operations"]}
+        await ctl.wait_upid(ids[102])
+        before = _posts(lab)
+        await ctl.client.app.shutdown()  # the on_shutdown signal only; the daemon still runs
+        ctl.advance(101)
+        assert (await ctl.wait_op(ids[102]))["status"] == "succeeded"
+        for vmid in (105, 106):
+            done = await ctl.wait_op(ids[vmid])
+            assert done["status"] == "interrupted" and lab.guest(vmid).running, done
+        assert _posts(lab) == before

@@ -705,17 +705,23 @@ class ActionRunner:
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
         return not pending
 
-    async def shutdown(self, grace: float) -> None:
-        """Refuse new actions and send no further power call; queued bulk members end `interrupted`
-        at once; running ones get `grace` seconds to finish, the rest are cut off (state recorded)."""
+    def stop_sending(self) -> list[asyncio.Task[None]]:
+        """The daemon is stopping (SIGTERM): refuse new actions, send no further power call, and let
+        queued bulk members end `interrupted` now (their tasks are cancelled; returned to be awaited)."""
         self.accepting = False
-        started = time.monotonic()
-        queued = [self._tasks[i] for i in list(self._queued) if i in self._tasks]
+        queued = [self._tasks[i] for i in self._queued if i in self._tasks]
+        self._queued.clear()  # cancelled once: a second cancel would cut short the recording of it
         for t in queued:
             t.cancel()
         if queued:
-            await asyncio.gather(*queued, return_exceptions=True)
-            log.info("queued bulk members interrupted", count=len(queued))
+            log.info("shutting down: queued bulk members are not sent", count=len(queued))
+        return queued
+
+    async def shutdown(self, grace: float) -> None:
+        """`stop_sending`, then running actions get `grace` seconds to finish; the rest are cut off
+        (their state recorded)."""
+        started = time.monotonic()
+        await asyncio.gather(*self.stop_sending(), return_exceptions=True)
         if not await self.wait_idle(grace):
             tasks = list(self._tasks.values())
             log.warning("stopping with actions still running", count=len(tasks), waited_seconds=grace)

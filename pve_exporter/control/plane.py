@@ -61,6 +61,7 @@ class ControlPlane:
     async def start(self) -> None:
         """Open the history and register metrics; recovery and the history watch run in the background."""
         self.host.add_self_metrics(self.families)
+        self.runner.accepting = True  # a daemon may be started again after a stop
         try:
             await self.store.open()
         except HistoryError as exc:
@@ -84,9 +85,14 @@ class ControlPlane:
             await self.sleep(HISTORY_CHECK_SECONDS)
             await self.store.check()
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM: from now on no power call leaves the daemon (the web app calls this on shutdown,
+        before it waits for open requests; `stop` comes later)."""
+        self.runner.stop_sending()
+
     async def stop(self) -> None:
         """No new power call leaves from here on; then the background tasks and the history end."""
-        self.runner.accepting = False
+        self.runner.stop_sending()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

@@ -401,6 +401,11 @@ def setup(app: web.Application, plane: ControlPlane | None) -> None:
         app.router.add_route("*", PREFIX + "{tail:(/.*)?}", _disabled)
         return
     app[CONTROL_PLANE] = plane
+
+    async def stop_sending(_app: web.Application) -> None:
+        plane.begin_shutdown()  # first thing on SIGTERM: before open requests are waited for
+
+    app.on_shutdown.append(stop_sending)
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.full_path, guarded(spec))
     app.router.add_get("/ui", _ui_redirect)
