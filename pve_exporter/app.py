@@ -50,6 +50,9 @@ RESTART_KEYS = (
     "control.enabled",
     "control.history_db",
     "control.max_body_bytes",
+    "web.header_timeout_seconds",
+    "web.idle_timeout_seconds",
+    "web.max_connections",
 )
 
 
