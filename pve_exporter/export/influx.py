@@ -450,7 +450,8 @@ def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx,
         for key in sorted(data):  # nics / blockstat: one instance per key (tap100i0, scsi0, ...)
             _enc(out, data[key], tags, ts, ictx, key)
         return
-    plan = ctx.plan_for(tuple(data), types, data)
+    keys = tuple(data)
+    plan = ctx.plan if types == ctx.types and keys == ctx.keys else ctx.plan_for(keys, types, data)
     if plan is None:
         _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance)
         return
@@ -500,7 +501,9 @@ def _nested_fast(out: list[str], data: dict[str, Any], tags: str, ts: str, specs
                     _encode_generic(out, sub, tags, ts, spec.ctx.excluded, spec.measurement, None, own_line_only=True)
             else:
                 _nested(out, sub, tags, ts, spec.ctx)
-        elif sub and set(map(type, sub.values())) == _JUST_DICT:  # instances: one line each
+        elif (len(sub) == 1 and type(next(iter(sub.values()))) is dict) or (
+            sub and set(map(type, sub.values())) == _JUST_DICT
+        ):  # instances: one line each
             for inst in sorted(sub) if len(sub) > 1 else sub:
                 leaf = sub[inst]
                 if tuple(map(type, leaf.values())) == spec.types and tuple(leaf) == spec.keys:
