@@ -448,7 +448,7 @@ class Poller:
             if c.min_interval and last is not None and now - last < c.min_interval - 1e-6:
                 continue
             ages = {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}
-            reqs = list(c.plan(shared, CacheView(now, ages, everything)))
+            reqs = list(c.plan(shared, CacheView(now, ages, everything, self.timing.interval)))
             if c.tier == "node":
                 self._node_keep[c.name] = {r.key for r in reqs}
                 if last is not None:  # the first run fetches every node: a full set of series at start-up

@@ -164,20 +164,47 @@ async def test_slow_tier_runs_on_its_cadence():
     assert "pve_version_info" in names(snap)  # carried over between its runs
 
 
-async def test_config_calls_capped_and_refreshed_oldest_first():
+async def test_config_calls_capped_then_refreshed_at_an_even_pace():
+    """Warm-up is capped (4 a cycle); then ⌈G·interval/refresh⌉ = ⌈10·15/60⌉ = 3 of the oldest a cycle,
+    so every config is re-read within its refresh period and no cycle carries a burst."""
     poller, client, clock, _ = make(client=FakeClient(n_nodes=2, guests_per_node=5), cap=4, refresh=60)
     counts = []
-    for _ in range(4):
+    for i in range(16):
         client.calls.clear()
         snap = await poller.run_once()
         counts.append(len([c for c in client.calls if c.endswith("/config")]))
+        if i >= 3:  # after the warm-up every config is younger than its refresh period (+ one interval)
+            ages = [clock() - p.fetched_at for p in poller._cache["config"].values()]
+            assert len(ages) == 10 and max(ages) <= 60 + 15, ages
         clock.t += 15
-    assert counts == [4, 4, 2, 0]
+    assert counts[:3] == [4, 4, 2] or counts[:3] == [4, 4, 4], counts  # warm-up: capped
+    assert max(counts) <= 4 and all(c == 3 for c in counts[6:]), counts  # then the even pace
     assert len(values(snap, "pve_onboot_status")) == 10
-    clock.t += 60
-    client.calls.clear()
-    await poller.run_once()
-    assert len([c for c in client.calls if c.endswith("/config")]) == 4
+
+
+def test_config_refresh_keeps_its_promise_at_20000_guests():
+    """One cluster, 20 000 guests, 15 s interval, hourly refresh, cap 50: the needed pace (84 a cycle)
+    exceeds the cap, and the pace wins; every config is re-read within the hour (+ one interval)."""
+    from pve_exporter.collect.base import CacheView, pick_due
+
+    n, interval, refresh = 20_000, 15.0, 3600.0
+    paths = [f"/nodes/pve{i % 200}/qemu/{100 + i}/config" for i in range(n)]
+    now = 0.0
+    fetched: dict[str, float] = {}
+    worst = 0.0
+    per_cycle = []
+    for _ in range(int(3 * 3600 / interval)):
+        view = CacheView(now, fetched, {}, interval)
+        due = pick_due(view, paths, refresh_seconds=refresh, max_per_cycle=50)
+        per_cycle.append(len(due))
+        for r in due:
+            fetched[r.path] = now
+        if len(fetched) == n:
+            worst = max(worst, now - min(fetched.values()))
+        now += interval
+    assert len(fetched) == n
+    assert worst <= refresh + interval, worst
+    assert max(per_cycle) <= max(50, -(-n * interval // refresh)) == 84
 
 
 async def test_migrated_guest_config_fetched_again():

@@ -6,6 +6,7 @@ and `parse(shared, payloads)` turns their JSON into families. The poller does al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -100,6 +101,7 @@ class CacheView:
     now: float
     fetched_at: Mapping[str, float] = field(default_factory=dict)
     cluster_payloads: Mapping[str, Any] = field(default_factory=dict)  # e.g. guest configs for the agent
+    interval: float = 0.0  # the fast interval: per-guest refreshes are paced over it (0: no pacing)
 
     def age(self, key: str) -> float | None:
         t = self.fetched_at.get(key)
@@ -109,19 +111,34 @@ class CacheView:
 def pick_due(
     cache: CacheView, paths: Sequence[str], *, refresh_seconds: float, max_per_cycle: int, urgent: Sequence[str] = ()
 ) -> list[Request]:
-    """Per-guest paths to fetch this cycle: never-fetched and `urgent` ones first, then those older
-    than `refresh_seconds` (oldest first), at most `max_per_cycle`; routed to the node in the path."""
+    """Per-guest paths to fetch this cycle, routed to the node in the path.
+
+    Never-fetched and `urgent` ones first, at most `max_per_cycle` (a burst at start-up or when many
+    guests appear). Refreshes are paced: ⌈G·interval/refresh⌉ of the oldest each cycle (each path at
+    most twice per refresh period), so the load is even and every path is re-read about once per
+    `refresh_seconds` whatever G is: when that pace exceeds `max_per_cycle`, the pace wins (the cap
+    bounds bursts; it must not make the refresh lag). Paths overdue beyond the pace catch up within the cap.
+    """
     missing: list[str] = list(urgent)
     old: list[tuple[float, str]] = []
+    early = refresh_seconds / 2 if cache.interval else refresh_seconds
     for path in paths:
         age = cache.age(path)
         if age is None:
             missing.append(path)
-        elif age >= refresh_seconds:
+        elif age >= early:
             old.append((-age, path))
     old.sort()
-    chosen = (missing + [p for _, p in old])[:max_per_cycle]
-    return [Request(p, node=p.split("/")[2]) for p in chosen]
+    chosen = missing[:max_per_cycle]
+    if cache.interval:
+        pace = math.ceil(len(paths) * cache.interval / refresh_seconds) if paths else 0
+        overdue = sum(1 for a, _ in old if -a >= refresh_seconds)
+        n_old = max(pace, min(overdue, max_per_cycle - len(chosen)))
+        limit = max(max_per_cycle, pace)
+    else:
+        n_old, limit = max_per_cycle, max_per_cycle
+    chosen += [p for _, p in old[:n_old]]
+    return [Request(p, node=p.split("/")[2]) for p in chosen[:limit]]
 
 
 PlanFn = Callable[[Shared, CacheView], Sequence[Request]]
