@@ -603,11 +603,16 @@ class ActionRunner:
         return op
 
     # ---- recovery and shutdown ------------------------------------------------------------------
+    def hold_for_recovery(self) -> None:
+        """New actions wait until `recover` has reserved the guests of unfinished operations (call
+        before the recovery task is started, so no request slips in before it runs)."""
+        self._recovered.clear()
+
     async def recover(self) -> dict[str, int]:
         """Operations a crash or stop left `pending`/`running`. Those never confirmed by PVE are
         `interrupted` at once; the others hold their guest and are re-checked by UPID in the
         background, a few at a time, staying `running` while PVE does not answer."""
-        self._recovered.clear()
+        self.hold_for_recovery()
         counts = {"adopted": 0, "interrupted": 0}
         try:
             unfinished = await self.store.unfinished()

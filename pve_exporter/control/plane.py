@@ -70,6 +70,7 @@ class ControlPlane:
                       "Move the file away (it is recreated) or fix its permissions, then restart",
                       error=str(exc), history_db=str(self.store.path))  # fmt: skip
             return
+        self.runner.hold_for_recovery()
         self._own(self.runner.recover(), "recover-operations")
         self._own(self._watch_history(), "history-watch")
         log.info("control API ready", tokens=self.auth.token_names, history_db=str(self.store.path))
