@@ -60,7 +60,7 @@ class HardwareStack:
         settings = Settings(
             listen=f"127.0.0.1:{self.port}",
             clusters=[cluster_cfg("lab", [self.server.urls["lab"]], interval_seconds=1, timeout_seconds=2)],
-            collect={"slow_interval_factor": 2},  # ZFS, disks, certificates every 2 s
+            collect={"slow_interval_factor": 2, "slow_min_interval_seconds": 0},  # ZFS, disks, certificates every 2 s
         )
         self.daemon = Daemon(settings)
         self.runner = web.AppRunner(build_app(self.daemon), access_log=None, handle_signals=False)
