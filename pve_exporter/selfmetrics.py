@@ -124,6 +124,11 @@ class SelfStats:
             "pve_exporter_api_request_duration_seconds_total", "counter",
             "Total seconds spent waiting for PVE API requests, by templated path", ("cluster", "method", "path"),
         )  # fmt: skip
+        tiers = FamilyBuilder(
+            "pve_exporter_collection_requests_total", "counter",
+            "PVE API requests the poller sent, by collection tier (fast: the two shared endpoints; node: "
+            "per-node detail; slow); divide its rate by the interval for requests per cycle", ("cluster", "tier"),
+        )  # fmt: skip
         ep = FamilyBuilder(
             "pve_exporter_endpoint_up", g, "1 if the last request sent to this API endpoint got an answer",
             ("cluster", "endpoint"),
@@ -135,6 +140,9 @@ class SelfStats:
                 continue
             cycles.add((cluster,), float(self.cycles.get(cluster, 0)))
             overruns.add((cluster,), float(self.overruns.get(cluster, 0)))
+            sent = self.snapshots[cluster].requests_by_tier if cluster in self.snapshots else {}
+            for tier in ("fast", "node", "slow"):
+                tiers.add((cluster, tier), float(sent.get(tier, 0)))
             for path in SHARED_PATHS:
                 api_seconds.setdefault((cluster, "GET", path), 0.0)
             snap = self.snapshots.get(cluster)
@@ -160,7 +168,9 @@ class SelfStats:
         for (cluster, endpoint), ok in sorted(self.endpoint_up.items()):
             if want(cluster):
                 ep.add((cluster, endpoint), 1.0 if ok else 0.0)
-        builders = (build, up, last_ok, cyc_dur, cycles, overruns, c_ok, c_dur, c_last, c_stale, c_err, api, api_s, ep)
+        builders = (
+            build, up, last_ok, cyc_dur, cycles, overruns, c_ok, c_dur, c_last, c_stale, c_err, api, api_s, tiers, ep
+        )
         out = [b.build() for b in builders]
         for extra in self.extra:
             out.extend(extra(keep))
