@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pve_exporter.control.actions import pick_task, task_types
-from pve_exporter.pve.errors import PveTimeoutError
+import aiohttp
+
+from pve_exporter.control.actions import outcome_unknown, pick_task, task_types
+from pve_exporter.pve.errors import PveApiError, PveTimeoutError, PveUnreachableError
 from pve_exporter.simulator import parse_upid
 from tests.controlharness import control_app
 from tests.test_control_recovery import _until
@@ -80,3 +82,17 @@ def test_pick_task_matches_type_guest_owner_and_time() -> None:
     assert task_types("shutdown", "lxc") == {"vzshutdown", "hastop"}
     assert task_types("start", "qemu") == {"qmstart", "hastart"}
     assert task_types("reset", "qemu") == {"qmreset"}
+
+
+def test_which_failures_leave_the_outcome_unknown() -> None:
+    assert outcome_unknown(PveTimeoutError("no answer within 5s"))
+    lost = PveUnreachableError("ServerDisconnectedError: Server disconnected")
+    lost.__cause__ = aiohttp.ServerDisconnectedError()
+    assert outcome_unknown(lost)
+    assert outcome_unknown(PveUnreachableError("Connection timed out", status=596))  # relay sent it on
+    assert outcome_unknown(PveUnreachableError("Connection reset by peer", status=597))
+    never = PveUnreachableError("ClientConnectorError: refused")
+    never.__cause__ = aiohttp.ClientConnectorError.__new__(aiohttp.ClientConnectorError)
+    assert not outcome_unknown(never)  # nothing was sent
+    assert not outcome_unknown(PveUnreachableError("No route to host", status=595))  # the relay could not connect
+    assert not outcome_unknown(PveApiError("VM 102 already running", status=500))  # PVE answered

@@ -143,12 +143,17 @@ def task_gone(exc: PveError) -> bool:
 
 
 def outcome_unknown(exc: PveError) -> bool:
-    """The power call may have reached PVE although no answer came back (timeout, connection lost
-    after sending). A connection that could not even be opened sent nothing."""
+    """The power call may have reached PVE although no answer came back: our timeout, a connection
+    lost after sending, or pveproxy's relay failing after it sent the request on (596 while sending
+    or reading headers, 597 while reading the body, 599). A connection that could not even be
+    opened (ours, or the relay's: 595) sent nothing."""
     if isinstance(exc, PveTimeoutError):
         return True
-    return (isinstance(exc, PveUnreachableError) and exc.status is None
-            and not isinstance(exc.__cause__, aiohttp.ClientConnectorError))  # fmt: skip
+    if not isinstance(exc, PveUnreachableError):
+        return False
+    if exc.status is None:
+        return not isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+    return exc.status in (596, 597, 599)
 
 
 class StepFailed(Exception):
