@@ -117,7 +117,10 @@ async def collect_all(busy: str) -> tuple[Families, dict[str, str], dict[str, di
             if name not in fams:
                 fams[name] = f
                 added_by[name] = why
-            elif name not in added_by:
+            elif name in added_by:
+                if INFLUX not in (why, added_by[name]) and why not in added_by[name]:
+                    added_by[name] += f" or {why}"  # e.g. full-mode QEMU lists: two switches turn them on
+            else:
                 for label in sorted(f["labels"] - fams[name]["labels"]):
                     labels_by.setdefault(name, {}).setdefault(label, why)
     return fams, added_by, labels_by
