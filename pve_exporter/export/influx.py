@@ -363,16 +363,15 @@ class _Ctx:
     shape. The plan used last is checked first: a node's guest list repeats a few shapes, and two
     tuple comparisons cost less than hashing a (keys, types) key."""
 
-    __slots__ = ("below", "children", "excluded", "inst", "keys", "measurement", "plan", "plans", "types")
+    __slots__ = ("below", "children", "excluded", "inst", "last", "measurement", "plans")
 
     def __init__(self, excluded: frozenset[str] | None, measurement: str | None, below: bool) -> None:
         self.excluded = excluded
         self.measurement = measurement
         self.below = below
         self.plans: dict[tuple[tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
-        self.keys: tuple[str, ...] | None = None
-        self.types: tuple[type, ...] | None = None
-        self.plan: _Plan | None = None
+        # (keys, types, plan) used last: one attribute, so threads encoding at once never mix two
+        self.last: tuple[tuple[str, ...] | None, tuple[type, ...] | None, _Plan | None] = (None, None, None)
         self.children: dict[str, _Ctx] = {}
         self.inst: _Ctx | None = None
 
@@ -393,8 +392,9 @@ class _Ctx:
     def plan_for(
         self, keys: tuple[str, ...], types: tuple[type, ...], sample: Mapping[str, Any] | None = None
     ) -> _Plan | None:
-        if types == self.types and keys == self.keys:
-            return self.plan
+        last = self.last
+        if types == last[1] and keys == last[0]:
+            return last[2]
         pkey = (keys, types)
         plan = self.plans.get(pkey, _NO_PLAN)
         if plan is _NO_PLAN:
@@ -409,7 +409,7 @@ class _Ctx:
             if len(self.plans) >= 4096:
                 self.plans.clear()
             self.plans[pkey] = plan
-        self.keys, self.types, self.plan = keys, types, plan
+        self.last = (keys, types, plan)
         return plan
 
 
@@ -451,7 +451,8 @@ def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx,
             _enc(out, data[key], tags, ts, ictx, key)
         return
     keys = tuple(data)
-    plan = ctx.plan if types == ctx.types and keys == ctx.keys else ctx.plan_for(keys, types, data)
+    last = ctx.last
+    plan = last[2] if types == last[1] and keys == last[0] else ctx.plan_for(keys, types, data)
     if plan is None:
         _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance)
         return
