@@ -53,6 +53,7 @@ RESTART_KEYS = (
     "web.header_timeout_seconds",
     "web.idle_timeout_seconds",
     "web.max_connections",
+    "web.request_timeout_seconds",
 )
 
 

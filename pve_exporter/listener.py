@@ -5,10 +5,11 @@ connections open, so idle sockets can use up the process's file descriptors and 
 answering. Here every connection must deliver its first request's headers (TLS: finish its
 handshake) within `header_timeout_seconds`; a keep-alive connection idle for `idle_timeout_seconds`
 is closed; and at most `max_connections` are open: a new one beyond the cap closes the least
-recently active *idle* connection (a client that is not in the middle of a request), or is itself
-closed when every connection is busy. A request too malformed to reach the app (an over-long request
-line or header, a broken header) gets the JSON error body of httperrors, never aiohttp's text that
-echoes the input.
+recently active *idle* connection (a client that is not in the middle of a request), else one whose
+request has run longer than `request_timeout_seconds` (a client that does not read its answer keeps
+its request running for ever), or is itself closed when every connection is busy with a young
+request. A request too malformed to reach the app (an over-long request line or header, a broken
+header) gets the JSON error body of httperrors, never aiohttp's text that echoes the input.
 
 aiohttp offers no hooks for this, so `GuardedRequestHandler` reads three of `RequestHandler`'s slots
 (`_request_count`, `_request_in_progress`, `_messages`); tests/test_http_hardening.py pins the behaviour.
@@ -42,11 +43,12 @@ class ListenerLimits:
     header_timeout: float
     idle_timeout: float
     max_connections: int
+    request_timeout: float = 120.0
 
     @classmethod
     def of(cls, web_settings: WebSettings) -> ListenerLimits:
         return cls(web_settings.header_timeout_seconds, web_settings.idle_timeout_seconds,
-                   web_settings.max_connections)
+                   web_settings.max_connections, web_settings.request_timeout_seconds)
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -56,6 +58,8 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._guard = manager
         self._header_timer: asyncio.TimerHandle | None = None
+        self._requests_seen = 0
+        self.request_started = 0.0  # loop time the latest request's headers arrived
 
     @property
     def idle(self) -> bool:
@@ -67,9 +71,16 @@ class GuardedRequestHandler(RequestHandler):
         if self._guard.admit(self):
             self._header_timer = self._loop.call_later(self._guard.limits.header_timeout, self._header_deadline)
 
+    def overdue(self, now: float) -> bool:
+        """Inside a request that has run longer than the request timeout."""
+        return not self.idle and now - self.request_started > self._guard.limits.request_timeout
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._guard.touch(self)
+        if self._request_count != self._requests_seen:
+            self._requests_seen = self._request_count
+            self.request_started = self._loop.time()
         if self._header_timer is not None and self._request_count:  # the first request's headers are in
             self._header_timer.cancel()
             self._header_timer = None
@@ -135,7 +146,10 @@ class GuardedServer(web.Server):
     def admit(self, conn: GuardedRequestHandler) -> bool:
         """Count a new connection; at the cap close the least recently active idle one, else refuse it."""
         if len(self._open) >= self.limits.max_connections:
-            victim = next((c for c in self._open if c.idle), None)
+            now = self._guard_loop.time()
+            victim = next((c for c in self._open if c.idle), None) or next(
+                (c for c in self._open if c.overdue(now)), None
+            )
             if victim is None:
                 self.refused += 1
                 log.warning("connection refused: every connection is busy", max_connections=self.limits.max_connections)

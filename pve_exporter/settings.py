@@ -212,6 +212,11 @@ class WebSettings(Strict):
         description="Open connections at most; a new one beyond closes the least recently active idle one "
         "(or is refused when all are busy). Keep it under the open-file limit (LimitNOFILE) minus 256",
     )
+    request_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=86_400,
+        description="A request still running after this long (e.g. a client that does not read its answer) "
+        "may be closed to make room when max_connections is reached",
+    )
 
 
 class LoggingSettings(Strict):

@@ -277,31 +277,42 @@ async def test_an_idle_keepalive_connection_is_closed() -> None:
 
 
 class FakeConnection:
-    def __init__(self, idle: bool) -> None:
+    def __init__(self, idle: bool, started: float = 0.0) -> None:
         self.idle = idle
+        self.started = started
         self.closed = False
+
+    def overdue(self, now: float) -> bool:
+        return not self.idle and now - self.started > 120
 
     def force_close(self) -> None:
         self.closed = True
 
 
-async def test_the_cap_closes_the_least_recently_active_idle_connection_never_a_busy_one() -> None:
+async def test_the_cap_closes_an_idle_connection_then_an_overdue_one_never_a_young_busy_one() -> None:
     async def handler(request: Any) -> Any:
         raise AssertionError("not called")
 
-    server = GuardedServer(handler, limits=ListenerLimits(10, 60, 3), loop=asyncio.get_running_loop())
-    a, b, c = FakeConnection(idle=True), FakeConnection(idle=False), FakeConnection(idle=True)
+    loop = asyncio.get_running_loop()
+    server = GuardedServer(handler, limits=ListenerLimits(10, 60, 3, 120), loop=loop)
+    now = loop.time()
+    a, b, c = FakeConnection(idle=True), FakeConnection(idle=False, started=now), FakeConnection(idle=True)
     for conn in (a, b, c):
         assert server.admit(conn)  # type: ignore[arg-type]
     server.touch(a)  # a was active last: c is now the least recently active idle one
     d = FakeConnection(idle=True)
     assert server.admit(d) and c.closed and not a.closed and not b.closed  # type: ignore[arg-type]
     a.idle = d.idle = False
+    a.started = d.started = now
     e = FakeConnection(idle=True)
     assert not server.admit(e) and e.closed and server.refused == 1  # type: ignore[arg-type]
     server.release(b)  # type: ignore[arg-type]
     f = FakeConnection(idle=True)
     assert server.admit(f) and server.open_connections == 3 and server.evicted == 1  # type: ignore[arg-type]
+    # a client that never reads its answer keeps its request running: once overdue it makes room
+    f.idle, f.started = False, now - 121
+    g = FakeConnection(idle=True)
+    assert server.admit(g) and f.closed and not a.closed and not d.closed  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("request_bytes", [
