@@ -173,20 +173,27 @@ def merge_families(families: Sequence[Family]) -> tuple[Family, ...]:
     return tuple(by_name[n] for n in sorted(by_name))
 
 
-def guest_inventory(resources: Any) -> dict[int, GuestRef]:
+def guest_inventory(resources: Any, known: Mapping[str, KnownGuest] | None = None) -> dict[int, GuestRef]:
+    """vmid → where the guest lives and what it is; a guest of a dead node keeps its last known name."""
     out: dict[int, GuestRef] = {}
     for row in resources or []:
         kind = row.get("type")
         vmid = integer(row.get("vmid"))
         if kind not in ("qemu", "lxc") or vmid is None:
             continue
+        name = text(row.get("name"))
+        template = flag(row.get("template"))
+        prev = known.get(f"{kind}/{vmid}") if known else None
+        if prev is not None:  # a status-less row (dead node): the last known name and template
+            name = name if name is not None else prev.name
+            template = template if template is not None else prev.template == "1"
         out[vmid] = GuestRef(
             vmid=vmid,
             node=text(row.get("node")) or "",
             type=kind,
-            name=text(row.get("name")) or "",
+            name=name or "",
             status=text(row.get("status")) or "unknown",
-            template=bool(flag(row.get("template"))),
+            template=bool(template),
             tags=split_tags(row.get("tags")),
         )
     return out
@@ -538,7 +545,7 @@ class Poller:
             results=MappingProxyType(dict(self._results)),
             payloads=MappingProxyType(payloads),
             shared=shared,
-            guests=MappingProxyType(guest_inventory(shared.resources)),
+            guests=MappingProxyType(guest_inventory(shared.resources, shared.known_guests)),
             started_mono=cycle.started_mono,
             reached_mono=self._last_reach_mono,
             requests_by_tier=MappingProxyType(dict(self.requests_by_tier)),

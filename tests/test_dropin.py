@@ -124,6 +124,19 @@ async def test_node_down_keeps_guest_info_with_names_and_the_guest_down_join_fin
     assert not {dict(lbls)["id"] for (n, lbls) in s if n == "pve_cpu_usage_ratio"} & set(names)
 
 
+async def test_dead_node_guests_keep_their_names_in_the_control_inventory() -> None:
+    async with sim_daemon(clusters=(("lab", 3, 4),)) as (daemon, sim, _server):
+        await cycle(daemon)
+        lab = sim.cluster("lab")
+        names = {g.vmid: g.display_name for g in lab.guests.values() if g.node == "pve2"}
+        lab.add_fault("node_down", node="pve2")
+        await cycle(daemon)
+        guests = daemon.store.get("lab").guests
+    assert names
+    for vmid, name in names.items():
+        assert guests[vmid].name == name and guests[vmid].node == "pve2"
+
+
 # -- /pve?target= answers 503 while the cluster has no fresh data ---------------------------------
 
 
@@ -235,7 +248,7 @@ def test_check_names_what_is_missing_and_why() -> None:
     assert got[("metric", "pve_scrape_api_errors_total")].reason.startswith("renamed: pve_exporter_api_requests_total")
     balloon = got[("metric", "pve_guest_balloon_actual_bytes")]
     assert balloon.reason == "only with an option: collect.qemu_full_status: true"
-    assert got[("label", "pve_cpu_usage_ratio{name}")].reason.endswith("group_left(name) pve_guest_info")
+    assert got[("label", "pve_cpu_usage_ratio{name}")].reason == "only with an option: collect.guest_name_label: true"
     assert ("label", "hostname") in got
     assert got[("other", "node_cpu_seconds_total")].reason.startswith("not a prometheus-pve-exporter metric")
     assert got[("note", "pve_disk_usage_bytes")].reason.startswith("no QEMU rows")
