@@ -130,3 +130,33 @@ async def test_the_history_file_is_created_owner_only(tmp_path: Path) -> None:
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     finally:
         os.umask(old)
+
+
+async def test_the_plane_checks_the_history_file_on_its_own_schedule(tmp_path: Path) -> None:
+    """The watch sleeps through the injected sleep: the test lets one period pass without waiting for it."""
+    from pve_exporter.control.plane import HISTORY_CHECK_SECONDS, ControlPlane
+    from pve_exporter.settings import ControlSettings
+    from tests.controlharness import control_cfg
+
+    periods: asyncio.Queue[float] = asyncio.Queue()
+    go = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await periods.put(seconds)
+        await go.wait()
+        go.clear()
+
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        db = tmp_path / "other.sqlite"
+        plane = ControlPlane(ctl.daemon, ControlSettings(**control_cfg(db)), sleep=sleep)
+        await plane.start()
+        try:
+            assert await asyncio.wait_for(periods.get(), 5) == HISTORY_CHECK_SECONDS
+            assert plane.store.healthy
+            db.unlink()
+            go.set()  # one period passes
+            assert await asyncio.wait_for(periods.get(), 5) == HISTORY_CHECK_SECONDS  # checked, sleeping again
+            assert not plane.store.healthy and "deleted" in (plane.store.problem or "")
+        finally:
+            await plane.stop()
+        assert all(t.done() for t in plane._tasks) and not plane._tasks
