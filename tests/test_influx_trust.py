@@ -83,9 +83,7 @@ def other_daemon(tmp_path):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
     yield proc
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(10)
+    proc.communicate(timeout=10)  # closes stdin (the holder exits) and both pipes
 
 
 async def test_a_second_writer_on_a_locked_spool_directory_fails_at_start(sink, tmp_path, other_daemon):
