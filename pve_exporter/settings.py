@@ -35,6 +35,7 @@ from pve_exporter.pve.client import normalize_endpoint
 TOKEN_ID = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MASK = "********"
+PBS_PORT = 8007  # Proxmox Backup Server API
 SECRET_KEYS = frozenset({"token_secret", "token", "password", "dsn", "secret"})  # their values are never shown
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
 _TOKEN_ID_SECRET = re.compile(r"(![A-Za-z0-9._-]*)\s*[=:].*", re.S)
@@ -146,6 +147,98 @@ class ClusterSettings(Strict):
     def secret(self) -> str:
         assert self.token_secret is not None
         return self.token_secret.get_secret_value()
+
+    @property
+    def stale_after(self) -> float:
+        return self.stale_after_seconds or 4 * self.interval_seconds
+
+
+class BackupServerSettings(Strict):
+    """One Proxmox Backup Server to watch (same rules as a cluster; default port 8007).
+
+    `fingerprint` pins the server certificate by its SHA-256 (`aa:bb:…`, as PVE's own PBS storage
+    config takes it): the chain is not checked then, the certificate's digest is, on every connection.
+    """
+
+    name: str = Field(description="Becomes the `server` label")
+    endpoints: list[str] = Field(min_length=1, description="host[:port] or http(s)://host:port (port 8007 default)")
+    token_id: str = Field(description="PBS API token user@realm!name (needs Datastore.Audit and Sys.Audit on /)")
+    token_secret: SecretStr | None = None
+    token_secret_file: Path | None = None
+    fingerprint: str | None = Field(
+        default=None, description="SHA-256 of the server certificate (aa:bb:…); pins it instead of a CA check"
+    )
+    verify_ssl: bool = True
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    interval_seconds: float = Field(default=15.0, ge=1, le=3600)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    stale_after_seconds: float | None = Field(
+        default=None, gt=0, description="Keep last good data this long when collection fails (default 4 intervals)"
+    )
+    clusters: list[str] = Field(
+        default_factory=list, description="The PVE clusters (by name) whose guests back up to this server"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("must start with a letter or digit and hold only letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("token_id")
+    @classmethod
+    def _token_id(cls, v: str) -> str:
+        if "=" in v or ":" in v:  # `PBSAPIToken=user@realm!name:secret` pasted whole
+            raise ValueError(
+                "token_id must be user@realm!tokenname without the secret; put the secret in token_secret_file"
+            )
+        if not TOKEN_ID.match(v):
+            raise ValueError(f"must look like user@realm!tokenname (e.g. monitor@pbs!exporter), got {v!r}")
+        return v
+
+    _ca_file = field_validator("ca_file")(classmethod(lambda cls, v: _existing_file(v)))
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        out = []
+        for e in v:
+            try:
+                out.append(normalize_endpoint(e, default_port=PBS_PORT))
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        return out
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        digits = v.strip().lower().replace(":", "")
+        if not _SHA256_HEX.match(digits):
+            raise ValueError("must be the certificate's SHA-256 as 32 hex pairs (aa:bb:…:ff), as PBS shows it")
+        return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+    @model_validator(mode="after")
+    def _secret(self) -> BackupServerSettings:
+        if self.fingerprint is not None and self.ca_file is not None:
+            raise ValueError("fingerprint: give fingerprint or ca_file, not both")
+        if self.token_secret is None and self.token_secret_file is None:
+            raise ValueError("token_secret or token_secret_file is required")
+        if self.token_secret is not None and self.token_secret_file is not None:
+            raise ValueError("give token_secret or token_secret_file, not both")
+        if self.token_secret_file is not None:
+            object.__setattr__(self, "token_secret", _read_secret(self.token_secret_file, "token_secret_file"))
+        return self
+
+    def secret(self) -> str:
+        assert self.token_secret is not None
+        return self.token_secret.get_secret_value()
+
+    def fingerprint_bytes(self) -> bytes | None:
+        return bytes.fromhex(self.fingerprint.replace(":", "")) if self.fingerprint else None
 
     @property
     def stale_after(self) -> float:
@@ -440,6 +533,9 @@ class Settings(BaseSettings):
         default=None, description="exporter-toolkit web config: TLS and basic auth for the listener"
     )
     clusters: list[ClusterSettings] = Field(default_factory=list)
+    backup_servers: list[BackupServerSettings] = Field(
+        default_factory=list, description="Proxmox Backup Servers (README: Proxmox Backup Server)"
+    )
     collect: CollectSettings = Field(default_factory=CollectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     web: WebSettings = Field(default_factory=WebSettings)
@@ -481,6 +577,19 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _backup_servers(self) -> Settings:
+        seen: set[str] = set()
+        clusters = {c.name for c in self.clusters}
+        for i, b in enumerate(self.backup_servers):
+            if b.name in seen:
+                raise ValueError(f"backup_servers[{i}].name: duplicate backup server name {b.name!r}")
+            seen.add(b.name)
+            for c in b.clusters:
+                if c not in clusters:
+                    raise ValueError(f"backup_servers[{i}].clusters: {c!r} is not a configured cluster")
+        return self
+
     @property
     def listen_host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
@@ -492,7 +601,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can mask them wherever they appear."""
         influx = self.influxdb.secrets() if self.influxdb else []
-        return [c.secret() for c in self.clusters] + influx + self.control.secrets()
+        pbs = [b.secret() for b in self.backup_servers]
+        return [c.secret() for c in self.clusters] + pbs + influx + self.control.secrets()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -598,6 +708,7 @@ def masked(settings: Settings) -> dict[str, Any]:
 
 def _secret_files(settings: Settings) -> list[Path]:
     files = [c.token_secret_file for c in settings.clusters]
+    files += [b.token_secret_file for b in settings.backup_servers]
     if settings.influxdb is not None:
         files += [settings.influxdb.token_file, settings.influxdb.password_file]
     files += [t.secret_file for t in settings.control.tokens]

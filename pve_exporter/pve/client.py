@@ -23,6 +23,7 @@ import structlog
 from pve_exporter.pve.errors import (
     PveApiError,
     PveAuthError,
+    PveCertificateError,
     PveClientClosedError,
     PveError,
     PveNotFoundError,
@@ -57,15 +58,16 @@ def template_path(path: str) -> str:
     return path
 
 
-def normalize_endpoint(raw: str) -> str:
-    """`pve1.example.com` → `https://pve1.example.com:8006`; scheme and port are optional."""
+def normalize_endpoint(raw: str, default_port: int = 8006) -> str:
+    """`pve1.example.com` → `https://pve1.example.com:8006`; scheme and port are optional
+    (`default_port` 8007 for a Proxmox Backup Server)."""
     raw = raw.strip().rstrip("/")
     if "://" not in raw:
         raw = "https://" + raw
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a host[:port] or http(s) URL: {raw!r}")
-    port = parts.port or 8006
+    port = parts.port or default_port
     host = parts.hostname
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
@@ -117,13 +119,17 @@ class PveClient:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         global_limit: asyncio.Semaphore | None = None,
+        fingerprint: bytes | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
-        self.endpoints = [EndpointState(normalize_endpoint(e)) for e in endpoints]
-        self._auth = f"PVEAPIToken={token_id}={token_secret}"
-        self._ssl: ssl.SSLContext | bool
-        if ca_file:
+        self.endpoints = [EndpointState(normalize_endpoint(e, self.DEFAULT_PORT)) for e in endpoints]
+        self._auth = self.auth_header(token_id, token_secret)
+        self._ssl: ssl.SSLContext | bool | aiohttp.Fingerprint
+        if fingerprint is not None:
+            # Pinned: the chain is not verified, the peer certificate's SHA-256 is, on every connection.
+            self._ssl = aiohttp.Fingerprint(fingerprint)
+        elif ca_file:
             self._ssl = ssl.create_default_context(cafile=ca_file)
         elif verify_ssl:
             self._ssl = True
@@ -139,6 +145,13 @@ class PveClient:
         self._preferred = 0
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+
+    DEFAULT_PORT = 8006
+
+    @staticmethod
+    def auth_header(token_id: str, token_secret: str) -> str:
+        """PVE's token header; the PBS client sends its own form."""
+        return f"PVEAPIToken={token_id}={token_secret}"
 
     @property
     def preferred_endpoint(self) -> str:
@@ -265,6 +278,12 @@ class PveClient:
                     return _decode(resp.status, resp.reason or "", body, path=path, endpoint=ep.url)
         except PveError:
             raise
+        except aiohttp.ServerFingerprintMismatch as exc:
+            outcome = "certificate"
+            raise PveCertificateError(
+                f"server certificate SHA-256 {_colons(exc.got)} is not the pinned fingerprint {_colons(exc.expected)}",
+                path=path, endpoint=ep.url,
+            ) from exc  # fmt: skip
         except TimeoutError as exc:
             outcome = "timeout"
             raise PveTimeoutError(f"no answer within {self.timeout:g}s", path=path, endpoint=ep.url) from exc
@@ -274,6 +293,10 @@ class PveClient:
         finally:
             if self._observer is not None:
                 self._observer.api_request(ep.url, method, template, outcome, time.monotonic() - started)
+
+
+def _colons(digest: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in digest)
 
 
 def _safe(exc: BaseException) -> str:

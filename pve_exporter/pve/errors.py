@@ -51,6 +51,12 @@ class PveUnreachableError(PveError):
     kind = "unreachable"
 
 
+class PveCertificateError(PveUnreachableError):
+    """The server's certificate is not the pinned one (fingerprint mismatch): never talked to."""
+
+    kind = "certificate"
+
+
 class PveClientClosedError(PveError):
     """The cluster's client was closed (cluster removed or daemon stopping); nothing was sent."""
 
@@ -69,4 +75,4 @@ class PveProtocolError(PveError):
     kind = "protocol"
 
 
-ERROR_KINDS = ("auth", "permission", "not_found", "timeout", "unreachable", "api", "protocol")
+ERROR_KINDS = ("auth", "permission", "not_found", "timeout", "unreachable", "certificate", "api", "protocol")
