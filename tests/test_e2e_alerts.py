@@ -95,7 +95,7 @@ class Stack:
                             timeout_seconds=2, direct_node_calls=False),
                 cluster_cfg("edge", [urls["edge"]], interval_seconds=1, timeout_seconds=2),
             ],
-            collect={"slow_interval_factor": 2},
+            collect={"slow_interval_factor": 2, "slow_min_interval_seconds": 0, "node_interval_seconds": 2},
             influxdb={"api": "v1", "url": influx_url, "database": "pve", "spool_dir": str(tmp / "spool"),
                       "timeout_seconds": 1, "flush_interval_seconds": 0.2, "retry_initial_seconds": 0.2,
                       "retry_max_seconds": 1},
