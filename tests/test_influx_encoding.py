@@ -334,3 +334,34 @@ def test_fast_path_matches_the_generic_reference_byte_for_byte():
             assert fast == ref, row
             for line in fast:
                 parsed(line)
+
+
+def test_rows_whose_nested_hashes_differ_from_the_first_row_of_their_shape_match_the_reference():
+    """A plan encodes nested hashes shaped like its first row's inline; every other shape of them
+    (another instance layout, other keys, a NaN, a scalar) must still give the reference's bytes."""
+    first = {"vmid": 1, "cpu": 0.5, "nics": {"tap1i0": {"netin": 1, "netout": 2}},
+             "ballooninfo": {"actual": 1, "free_mem": 2}}  # fmt: skip
+    variants = [
+        {"tap1i0": {"netin": 3, "netout": 4}},  # the spec's shape
+        {"tap1i0": {"netin": 3, "netout": 4}, "tap1i1": {"netin": 5, "netout": 6}},  # two instances
+        {"tap 1": {"netin": 3, "netout": 4}},  # an instance name to escape
+        {"tap1i0": {"netin": float("nan"), "netout": 4}},  # NaN: the generic own line
+        {"tap1i0": {"netin": 3}},  # fewer keys
+        {"tap1i0": {"netin": 3, "rx": 4}},  # other keys, same types
+        {"tap1i0": {"netin": "x", "netout": 4}},  # other types
+        {"tap1i0": 7},  # not a hash of instances
+        {"tap1i0": {"netin": 3, "netout": {"deep": 1}}},  # a hash below an instance: flattened
+        {},
+    ]
+    balloons = [
+        {"actual": 5, "free_mem": 6}, {"actual": 5}, {"actual": 5, "max_mem": 6},
+        {"actual": float("inf"), "free_mem": 6}, {"actual": {"x": 1}, "free_mem": 2}, {"a": {"x": 1}}, {},
+    ]  # fmt: skip
+    for nics in variants:
+        for balloon in balloons:
+            fast: list[str] = []
+            ref: list[str] = []
+            for row in (first, {**first, "nics": nics, "ballooninfo": balloon}):
+                influx._encode(fast, row, "object=qemu,cluster=c", "1", frozenset({"vmid"}))
+                influx._encode_generic(ref, row, "object=qemu,cluster=c", "1", frozenset({"vmid"}))
+            assert fast == ref, (nics, balloon)

@@ -232,7 +232,7 @@ class _Plan:
     `apply` is a small function made for the shape (see `_compile`): fetch, check, format, append.
     """
 
-    __slots__ = ("apply", "fields", "floats", "fmt", "nested", "prefix", "specs", "strings")
+    __slots__ = ("apply", "fields", "floats", "fmt", "nest", "nested", "prefix", "specs", "strings")
 
     def __init__(
         self, keys: tuple[str, ...], types: tuple[type, ...], excluded: frozenset[str] | None, measurement: str | None
@@ -269,6 +269,7 @@ class _Plan:
         self.prefix = (_measurement(measurement) if measurement is not None else "system") + ","
         self.apply = _compile(self, fields, floats) if fields else None
         self.specs: tuple[_Spec, ...] = ()  # set by _Ctx.plan_for for top-level plans
+        self.nest: Callable[[dict[str, Any], list[str], str, str], None] | None = None  # _compile_nest(specs)
 
 
 class _Spec:
@@ -406,6 +407,7 @@ class _Ctx:
                 plan = None
             if plan is not None and plan.nested and self.measurement is None and sample is not None:
                 plan.specs = tuple(_Spec(key, self, sample[key]) for key in plan.nested)
+                plan.nest = _compile_nest(plan.specs)
             if len(self.plans) >= 4096:
                 self.plans.clear()
             self.plans[pkey] = plan
@@ -456,8 +458,8 @@ def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx,
     if plan is None:
         _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance)
         return
-    if plan.specs:
-        _nested_fast(out, data, tags, ts, plan.specs)
+    if plan.nest is not None:
+        plan.nest(data, out, tags, ts)
     elif plan.nested:
         for key in plan.nested:
             sub = data[key]
@@ -488,34 +490,61 @@ def _nested(out: list[str], sub: Any, tags: str, ts: str, ctx: _Ctx) -> None:
         _enc(out, sub, tags, ts, ctx, None)
 
 
-def _nested_fast(out: list[str], data: dict[str, Any], tags: str, ts: str, specs: tuple[_Spec, ...]) -> None:
-    """`_nested` for every nested hash of a row; hashes shaped as their spec expects are encoded
-    right here (no lookups), anything else goes the general way."""
-    for spec in specs:
-        sub = data[spec.key]
-        apply = spec.apply
-        if apply is None or type(sub) is not dict:
-            _nested(out, sub, tags, ts, spec.ctx)
-        elif spec.kind == _Spec.MEASUREMENT:
-            if tuple(map(type, sub.values())) == spec.types and tuple(sub) == spec.keys:
-                if not apply(sub, out, tags, ts):
-                    _encode_generic(out, sub, tags, ts, spec.ctx.excluded, spec.measurement, None, own_line_only=True)
-            else:
-                _nested(out, sub, tags, ts, spec.ctx)
-        elif (len(sub) == 1 and type(next(iter(sub.values()))) is dict) or (
-            sub and set(map(type, sub.values())) == _JUST_DICT
-        ):  # instances: one line each
-            for inst in sorted(sub) if len(sub) > 1 else sub:
-                leaf = sub[inst]
-                if tuple(map(type, leaf.values())) == spec.types and tuple(leaf) == spec.keys:
-                    it = inst if inst.isalnum() else _tag_memo[inst]  # tap100i0, scsi0: nothing to escape
-                    if not apply(leaf, out, f"{tags},instance={it}", ts):
-                        _encode_generic(out, leaf, tags, ts, spec.ctx.excluded, spec.measurement, inst,
-                                        own_line_only=True)  # fmt: skip
-                else:
-                    _enc(out, leaf, tags, ts, spec.ctx.instance(), inst)
+def _instances(out: list[str], sub: Any, tags: str, ts: str, spec: _Spec) -> None:
+    """An INSTANCES spec's hash when it is not one instance of the expected shape: each instance of
+    that shape is encoded right here, anything else the general way."""
+    apply = spec.apply
+    if apply is None or type(sub) is not dict or not sub or set(map(type, sub.values())) != _JUST_DICT:
+        _nested(out, sub, tags, ts, spec.ctx)
+        return
+    for inst in sorted(sub):  # one line per instance (scsi0, scsi1, ...)
+        leaf = sub[inst]
+        if tuple(map(type, leaf.values())) == spec.types and tuple(leaf) == spec.keys:
+            it = inst if inst.isalnum() else _tag_memo[inst]  # tap100i0, scsi0: nothing to escape
+            if not apply(leaf, out, f"{tags},instance={it}", ts):
+                _encode_generic(out, leaf, tags, ts, spec.ctx.excluded, spec.measurement, inst, own_line_only=True)
         else:
-            _nested(out, sub, tags, ts, spec.ctx)
+            _enc(out, leaf, tags, ts, spec.ctx.instance(), inst)
+
+
+def _compile_nest(specs: tuple[_Spec, ...]) -> Callable[[dict[str, Any], list[str], str, str], None]:
+    """A row's nested hashes as straight-line Python (like `_compile`): each hash shaped as its spec
+    expects (one scalar hash; a single instance) is checked and encoded inline, anything else goes
+    to `_instances` / `_nested`, which give the same lines the general way."""
+    consts: dict[str, object] = {"NESTED": _nested, "INSTANCES": _instances, "GEN": _encode_generic}
+    consts["TAGMEMO"] = _tag_memo
+    code = ["def nest(d, out, tags, ts):"]
+    for n, spec in enumerate(specs):
+        consts.update({f"K{n}": spec.key, f"C{n}": spec.ctx, f"SP{n}": spec, f"T{n}": spec.types, f"KS{n}": spec.keys,
+                       f"A{n}": spec.apply, f"M{n}": spec.measurement, f"X{n}": spec.ctx.excluded})  # fmt: skip
+        code.append(f"    s = d[K{n}]")
+        if spec.kind == _Spec.MEASUREMENT:
+            code += [
+                f"    if type(s) is dict and tuple(map(type, s.values())) == T{n} and tuple(s) == KS{n}:",
+                f"        if not A{n}(s, out, tags, ts):",
+                f"            GEN(out, s, tags, ts, X{n}, M{n}, None, own_line_only=True)",
+                "    else:",
+                f"        NESTED(out, s, tags, ts, C{n})",
+            ]
+        elif spec.kind == _Spec.INSTANCES:
+            code += [
+                "    if type(s) is dict and len(s) == 1:",
+                "        for i, leaf in s.items():",
+                "            pass",
+                f"        if type(leaf) is dict and tuple(map(type, leaf.values())) == T{n} and tuple(leaf) == KS{n}:",
+                f'            if not A{n}(leaf, out, f"{{tags}},instance={{i if i.isalnum() else TAGMEMO[i]}}", ts):',
+                f"                GEN(out, leaf, tags, ts, X{n}, M{n}, i, own_line_only=True)",
+                "        else:",
+                f"            NESTED(out, s, tags, ts, C{n})",
+                "    else:",
+                f"        INSTANCES(out, s, tags, ts, SP{n})",
+            ]
+        else:
+            code.append(f"    NESTED(out, s, tags, ts, C{n})")
+    exec("\n".join(code), consts)  # generated from a fixed template; values are bound constants
+    fn = consts["nest"]
+    assert callable(fn)
+    return fn  # type: ignore[return-value]
 
 
 # -- PVE hashes from API payloads ---------------------------------------------------------------
