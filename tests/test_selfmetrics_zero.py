@@ -59,7 +59,6 @@ def expected_zero_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
         "pve_exporter_cycle_overruns_total": per_cluster(),
         "pve_exporter_collection_requests_total": per_cluster(tier=("fast", "node", "slow")),
         "pve_exporter_api_request_duration_seconds_total": per_cluster(method=("GET",), path=SHARED_PATHS),
-        "pve_exporter_collection_requests_total": per_cluster(tier=("fast", "node", "slow")),
         "pve_exporter_operations_total": per_cluster(action=ACTIONS, result=RESULTS),
         "pve_exporter_operation_duration_seconds_total": per_cluster(action=ACTIONS),
         "pve_exporter_control_auth_failures_total": {frozenset({("reason", r)}) for r in AUTH_FAILURE_REASONS},
