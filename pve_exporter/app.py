@@ -7,7 +7,7 @@ import html
 import signal
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,10 +28,12 @@ from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
 from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, raise_fd_limit
+from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
+from pve_exporter.shard import shard_of
 from pve_exporter.snapshot import Snapshot, SnapshotStore
 from pve_exporter.webconfig import BasicAuth, WebConfig, basic_auth_middleware
 
@@ -117,6 +119,8 @@ class Daemon:
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
+        # Proxmox Backup Servers (settings.backup_servers): built, run and reloaded like clusters.
+        self.pbs = BackupServers(clock=clock, monotonic=monotonic, autostart=autostart, global_limit=self._global_limit)
 
     def _collectors(self, settings: Settings | None = None) -> tuple[Collector, ...]:
         settings = settings or self.settings
@@ -174,6 +178,7 @@ class Daemon:
         poller = Poller(
             cfg.name, client, pc.collectors, self.store, self.stats, pc.timing, clock=self.clock,
             monotonic=self.monotonic, routing=routing, keep_raw=pc.keep_raw,
+            external_backups=lambda: self.pbs.guest_backups(cfg.name),  # the join (README: Proxmox Backup Server)
         )  # fmt: skip
         return ClusterRuntime(cfg, client, poller)
 
@@ -217,7 +222,10 @@ class Daemon:
         logs.register_secrets(self.settings.secrets())
         await self._start_influx()
         for cfg in self.settings.clusters:
+            if not self.settings.owns(cfg.name):
+                continue  # another shard's target (static sharding)
             self._start_one(cfg)
+        self.pbs.start(self.settings)
         if self.control is not None:  # after the clusters: recovery reads tasks back through their clients
             await self.control.start()
         return True
@@ -227,6 +235,7 @@ class Daemon:
             await self.control.stop()
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
+        await self.pbs.stop()
         await self._stop_influx()  # after the pollers: what is still in memory goes to the spool
         self._started = False
 
@@ -254,7 +263,13 @@ class Daemon:
         )  # fmt: skip
         for key in RESTART_KEYS:
             rr.add((key,), 1.0 if key in self.restart_required else 0.0)
-        return [ok.build(), ts.build(), rr.build()]
+        owned = FamilyBuilder(
+            "pve_exporter_target_owned", "gauge",
+            "1 if this replica polls and serves the configured target, 0 if another shard does", ("target",),
+        )  # fmt: skip
+        for c in self.settings.clusters:
+            owned.add((c.name,), 1.0 if self.settings.owns(c.name) else 0.0)
+        return [ok.build(), ts.build(), rr.build(), owned.build()]
 
     def _influx_families(self, clusters: set[str] | None) -> list[Family]:
         return self.influx.families(clusters) if self.influx is not None else []
@@ -294,16 +309,18 @@ class Daemon:
         return False
 
     async def _apply(self, new: Settings) -> bool:
-        old = {c.name: c for c in self.settings.clusters}
-        fresh = {c.name: c for c in new.clusters}
+        old = {c.name: c for c in self.settings.clusters if self.settings.owns(c.name)}
+        fresh = {c.name: c for c in new.clusters if new.owns(c.name)}  # a changed shard moves targets
         changed = [n for n, cfg in fresh.items() if old.get(n) != cfg]
         # 1. Build everything new aside; nothing running is touched yet.
         built: dict[str, ClusterRuntime] = {}
         writer: InfluxWriter | None = None
+        pbs: Prepared | None = None
         influx_changed = new.influxdb != self.settings.influxdb and self._started
         try:
             for name in changed:
                 built[name] = self._build(fresh[name], new)
+            pbs = self.pbs.prepare(new)
             if influx_changed and new.influxdb is not None:
                 writer = self.influx_factory(new.influxdb)
                 await writer.start()
@@ -312,6 +329,8 @@ class Daemon:
                 await rt.client.close()
             if writer is not None:
                 await writer.stop()
+            if pbs is not None:
+                await self.pbs.discard(pbs)
             name = next((n for n in changed if n not in built), None)
             where = f"cluster {name!r}: " if name is not None and writer is None else ""
             return self._reload_failed(f"{where}{type(exc).__name__}: {exc}")
@@ -325,6 +344,7 @@ class Daemon:
         self.clusters = clusters
         for name in changed:
             self._run(built[name])
+        self.pbs.swap(pbs)
         for name, rt in clusters.items():
             if name not in built:  # unchanged clusters take new collect knobs between two cycles
                 rt.poller.reconfigure(self._poller_config(rt.cfg, new))
@@ -340,6 +360,7 @@ class Daemon:
             await self._stop(rt)
             self._forget(rt.cfg.name)
             log.info("cluster removed", cluster=rt.cfg.name)
+        await self.pbs.finish(pbs)
         if old_writer is not None:
             await old_writer.stop()  # flushes what it still holds to the spool
         self.restart_required = restart_required(self.boot_settings, new)
@@ -391,9 +412,9 @@ class Daemon:
     def ready(self) -> bool:
         return all(self.store.get(name) is not None for name in self.clusters)
 
-    def metrics_body(self, selection: list[str], gzipped: bool) -> bytes:
+    def metrics_body(self, selection: list[str], gzipped: bool, servers: Sequence[str] = ()) -> bytes:
         """The whole page as one bytes object (tests, tools); scrapes stream the parts instead."""
-        own = render(self.stats.families(selection))
+        own = render(self.stats.families(selection)) + self.pbs.page(servers)
         if gzipped:
             return self.exposition.gzipped(selection, extra=Part.of(own))
         return self.exposition.body(selection) + own
@@ -422,19 +443,21 @@ def _wants_gzip(request: web.Request) -> bool:
     return named.get("*", 0.0) > 0
 
 
-async def _metrics_response(request: web.Request, selection: list[str]) -> web.StreamResponse:
+async def _metrics_response(
+    request: web.Request, selection: list[str], servers: Sequence[str] = ()
+) -> web.StreamResponse:
     """The pre-rendered page (gzip: joined from parts compressed at render time) and the small
     self-metrics part; nothing is rendered or compressed as a whole per scrape."""
     daemon = request.app[DAEMON]
     resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     if _wants_gzip(request):
         # One gzip stream: the cached, pre-compressed parts plus the self-metrics part.
-        own = render(daemon.stats.families(selection))
+        own = render(daemon.stats.families(selection)) + daemon.pbs.page(servers)  # backup servers: small
         chunks = await daemon.exposition.gzip_chunks(selection, extra=Part.of(own))  # joined in a worker thread
         resp.headers["Content-Encoding"] = "gzip"
     else:
         page = await daemon.exposition.plain(selection)  # inflated in a worker thread, kept per snapshot
-        chunks = [page, render(daemon.stats.families(selection))]
+        chunks = [page, render(daemon.stats.families(selection)), daemon.pbs.page(servers)]
     resp.content_length = sum(len(c) for c in chunks)
     await resp.prepare(request)
     for c in chunks:
@@ -462,12 +485,16 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     known = sorted(daemon.clusters)
     wanted = list(dict.fromkeys(request.query.getall("cluster", [])))  # each once, in the order asked
-    if not wanted:
-        return await _metrics_response(request, known)
+    servers = list(dict.fromkeys(request.query.getall("server", [])))  # backup servers (?server=NAME)
+    for name in servers:
+        if name not in daemon.pbs.servers:
+            return _unknown_cluster(name, sorted(daemon.pbs.servers), "server")
+    if not wanted and not servers:
+        return await _metrics_response(request, known, sorted(daemon.pbs.servers))
     for name in wanted:
         if name not in daemon.clusters:
             return _unknown_cluster(name, known, "cluster")
-    return await _metrics_response(request, wanted)
+    return await _metrics_response(request, wanted, servers)
 
 
 async def handle_pve(request: web.Request) -> web.StreamResponse:
@@ -475,6 +502,11 @@ async def handle_pve(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     target = request.query.get("target", "")
     known = sorted(daemon.clusters)
+    elsewhere = next((c for c in daemon.settings.clusters if c.name == target and c.name not in daemon.clusters), None)
+    if elsewhere is not None and daemon.settings.shard is not None:  # configured, polled by another shard
+        shard = daemon.settings.shard
+        return web.Response(status=404, text=f"cluster {target!r} is served by shard "
+                            f"{shard_of(target, shard.total)} of {shard.total}, not by this one ({shard.index})\n")
     for name, rt in daemon.clusters.items():
         host_ports = {e.split("://", 1)[1] for e in rt.cfg.endpoints}  # host:port, as PPE users write it
         hosts = {hp.rsplit(":", 1)[0].strip("[]") for hp in host_ports}

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pve_exporter.pve.client import normalize_endpoint
+from pve_exporter.shard import owned
 
 TOKEN_ID = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -521,6 +522,19 @@ class ControlSettings(Strict):
         return [s for t in self.tokens for s in t.secrets()]
 
 
+class ShardSettings(Strict):
+    """Static sharding: this replica polls the targets whose name hashes to `index` (Prometheus hashmod)."""
+
+    index: int = Field(ge=0, description="This replica's shard, 0 … total-1")
+    total: int = Field(ge=1, le=1024, description="How many replicas share the targets")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardSettings:
+        if self.index >= self.total:
+            raise ValueError(f"shard.index: {self.index} must be below shard.total ({self.total})")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole daemon configuration."""
 
@@ -541,6 +555,13 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     influxdb: InfluxSettings | None = None
     control: ControlSettings = Field(default_factory=ControlSettings)
+    shard: ShardSettings | None = Field(
+        default=None, description="Static sharding over replicas without a database (README: Scaling out)"
+    )
+
+    def owns(self, name: str) -> bool:
+        """Whether this replica polls the target `name` (always, without `shard`)."""
+        return owned(name, self.shard.index if self.shard else None, self.shard.total if self.shard else None)
 
     @classmethod
     def settings_customise_sources(
