@@ -116,6 +116,7 @@ class Daemon:
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.restart_required: tuple[str, ...] = ()
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /api/v1/reload: one transaction at a time
+        self._leased: set[str] | None = None  # targets this replica holds a lease for (coordination); None: all
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
@@ -222,7 +223,7 @@ class Daemon:
         logs.register_secrets(self.settings.secrets())
         await self._start_influx()
         for cfg in self.settings.clusters:
-            if not self.settings.owns(cfg.name):
+            if not self.owns(cfg.name):
                 continue  # another shard's target (static sharding)
             self._start_one(cfg)
         self.pbs.start(self.settings)
@@ -308,9 +309,27 @@ class Daemon:
         log.error("reload rejected, keeping the running config", error=reason)
         return False
 
-    async def _apply(self, new: Settings) -> bool:
-        old = {c.name: c for c in self.settings.clusters if self.settings.owns(c.name)}
-        fresh = {c.name: c for c in new.clusters if new.owns(c.name)}  # a changed shard moves targets
+    def owns(self, name: str, settings: Settings | None = None) -> bool:
+        """Whether this replica polls the target: its static shard, and its leases when coordinated."""
+        settings = settings or self.settings
+        return settings.owns(name) and (self._leased is None or name in self._leased)
+
+    async def retarget(self, leased: set[str] | None) -> bool:
+        """Poll exactly the leased targets from now on (None: every target of the shard). Same
+        transaction as a reload, with the running config: build what is new, swap, stop the rest."""
+        async with self._reload_lock:
+            self._leased = None if leased is None else set(leased)
+            try:
+                return await self._apply(self.settings, reload=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retarget failed; the running set stays")
+                return False
+
+    async def _apply(self, new: Settings, *, reload: bool = True) -> bool:
+        old = {n: rt.cfg for n, rt in self.clusters.items()}  # what runs now
+        fresh = {c.name: c for c in new.clusters if self.owns(c.name, new)}  # a changed shard moves targets
         changed = [n for n, cfg in fresh.items() if old.get(n) != cfg]
         # 1. Build everything new aside; nothing running is touched yet.
         built: dict[str, ClusterRuntime] = {}
@@ -333,6 +352,9 @@ class Daemon:
                 await self.pbs.discard(pbs)
             name = next((n for n in changed if n not in built), None)
             where = f"cluster {name!r}: " if name is not None and writer is None else ""
+            if not reload:
+                log.error("could not start a newly owned target; the running set stays", error=f"{where}{exc}")
+                return False
             return self._reload_failed(f"{where}{type(exc).__name__}: {exc}")
         # 2. Swap: from here on nothing can fail half-way.
         logs.register_secrets(new.secrets())
@@ -363,6 +385,10 @@ class Daemon:
         await self.pbs.finish(pbs)
         if old_writer is not None:
             await old_writer.stop()  # flushes what it still holds to the spool
+        if not reload:
+            log.info("targets changed", clusters=sorted(fresh), started=sorted(changed),
+                     stopped=sorted(rt.cfg.name for rt in removed))  # fmt: skip
+            return True
         self.restart_required = restart_required(self.boot_settings, new)
         if self.restart_required:
             log.warning("config keys changed that need a restart; running with the old values",
