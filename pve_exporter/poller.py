@@ -214,8 +214,10 @@ class Poller:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         routing: NodeRouting | None = None,
         keep_raw: bool = False,
+        external_backups: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.cluster = cluster
+        self._external_backups = external_backups  # the PBS join: read (no I/O) once per cycle
         self.keep_raw = keep_raw  # the InfluxDB output reads raw payloads from the snapshot
         self.routing = routing or NodeRouting()
         self._direct_down: dict[str, float] = {}  # node → until when its own address is not tried
@@ -435,6 +437,8 @@ class Poller:
             self.cluster, status_p.data if status_p else None, res_p.data if res_p else None, self._known_guests
         )
         self._known_guests = shared.known_guests  # last known guest names/tags, across cycles (issue 17)
+        if self._external_backups is not None:
+            shared = dataclasses.replace(shared, external_backups=self._external_backups())
         if res_out.error is None:
             self._last_reach = self._clock()
             self._last_reach_mono = now

@@ -37,10 +37,12 @@ def plan_backup_listings(shared: Shared) -> list[Request]:
     return sorted(out, key=lambda r: r.key)
 
 
-def parse_backups(resources: Any, listings: list[Any]) -> list[Family]:
+def parse_backups(resources: Any, listings: list[Any], external: Mapping[str, float] | None = None) -> list[Family]:
+    """`external`: newest backup per guest id on the linked backup servers; only this cluster's guests count."""
     last = FamilyBuilder(
         "pve_guest_last_backup_timestamp_seconds", "gauge",
-        "Creation time of the guest's newest backup on any backup storage (Unix time)", ("id",),
+        "Creation time of the guest's newest backup on any backup storage or linked Proxmox Backup Server "
+        "(Unix time)", ("id",),
     )  # fmt: skip
     count = FamilyBuilder(
         "pve_guest_backups", "gauge", "Number of backups of the guest on the backup storages", ("id",)
@@ -62,9 +64,13 @@ def parse_backups(resources: Any, listings: list[Any]) -> list[Family]:
             rid = f"{kind}/{vmid}"
             newest[rid] = max(newest.get(rid, 0.0), ctime)
             n[rid] = n.get(rid, 0) + (integer(v.get("count")) or 1)  # slimmed rows carry a count
+    guests = {f"{kind}/{vmid}" for vmid, kind in kinds.items()}
+    for rid, t in (external or {}).items():
+        if rid in guests and t > newest.get(rid, 0.0):
+            newest[rid] = t
     for rid in sorted(newest):
         last.add((rid,), newest[rid])
-        count.add((rid,), float(n[rid]))
+        count.add((rid,), float(n[rid]) if rid in n else None)
     return build_all((last, count))
 
 
@@ -92,7 +98,7 @@ def _plan(shared: Shared, cache: CacheView) -> list[Request]:
 
 def _parse(shared: Shared, payloads: Mapping[str, Any]) -> list[Family]:
     listings = [data for key, data in payloads.items() if "/content" in key]
-    return parse_backups(shared.resources, listings)
+    return parse_backups(shared.resources, listings, shared.external_backups)
 
 
 COLLECTOR = Collector("backups", "slow", _plan, _parse, needs_resources=True, slim=slim_volumes)

@@ -89,6 +89,8 @@ class Shared:
     pve_cluster_name: str | None = None  # the name PVE itself reports (absent on a standalone node)
     # Last known name/template/tags per guest id, kept by the poller across cycles (collect/known.py).
     known_guests: Mapping[str, KnownGuest] = field(default_factory=lambda: MappingProxyType({}))
+    # Newest backup per guest id on the Proxmox Backup Servers linked to this cluster (pbs/runtime.py).
+    external_backups: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def online_nodes(self) -> list[str]:
         return [n.name for n in self.nodes if n.online]
