@@ -35,7 +35,9 @@ log = structlog.get_logger("pve_exporter.listener")
 
 MAX_LINE_SIZE = 8190  # request line and each header line, bytes (aiohttp's default)
 MAX_FIELD_SIZE = 8190
-FD_RESERVE = 256  # descriptors kept for PVE/InfluxDB connections, the history database and the spool
+# Descriptors beyond the cap: asyncio accepts up to a whole listen backlog (128) in one go before any
+# connection_made can close an evicted one, plus PVE/InfluxDB connections, the history database, the spool.
+FD_RESERVE = 256
 
 
 @dataclass(frozen=True, slots=True)
