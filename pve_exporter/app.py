@@ -514,7 +514,9 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     servers = list(dict.fromkeys(request.query.getall("server", [])))  # backup servers (?server=NAME)
     for name in servers:
         if name not in daemon.pbs.servers:
-            return _unknown_cluster(name, sorted(daemon.pbs.servers), "server")
+            return error_response(400, "UNKNOWN_BACKUP_SERVER", f"server {name!r} is not a configured backup server",
+                                  details={"server": name, "configured": sorted(daemon.pbs.servers)},
+                                  recovery=["Use the name of a backup server from the daemon's config."])  # fmt: skip
     if not wanted and not servers:
         return await _metrics_response(request, known, sorted(daemon.pbs.servers))
     for name in wanted:

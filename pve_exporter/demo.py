@@ -31,6 +31,7 @@ from pve_exporter.simulator import (
     SimulatorServer,
     build_simulator,
 )
+from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs
 
 log = structlog.get_logger("pve_exporter.demo")
 
@@ -51,11 +52,15 @@ def demo_control(history_dir: str, token: str) -> dict[str, object]:
 
 
 def demo_settings(
-    urls: dict[str, str], listen: str, interval: float, control: dict[str, object] | None = None
+    urls: dict[str, str], listen: str, interval: float, control: dict[str, object] | None = None,
+    pbs_url: str | None = None,
 ) -> Settings:
+    backup = [{"name": "backup1", "endpoints": [pbs_url], "token_id": PBS_TOKEN_ID, "token_secret": PBS_TOKEN_SECRET,
+               "interval_seconds": interval, "clusters": sorted(urls)}] if pbs_url else []  # fmt: skip
     return Settings(
         listen=listen,
         control=control or {},
+        backup_servers=backup,
         clusters=[
             {
                 "name": name,
@@ -101,9 +106,17 @@ async def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"pve-exporter demo: cannot start the simulator on port {args.sim_port}: {exc}", file=sys.stderr)
         return 1
+    pbs = PbsServer(SimPbs(sim, "backup1"), port=args.sim_port + len(CLUSTERS) if args.sim_port else 0)
+    try:
+        await pbs.start()
+    except OSError as exc:
+        print(f"pve-exporter demo: cannot start the simulated PBS: {exc}", file=sys.stderr)
+        await server.stop()
+        return 1
     history_dir = tempfile.mkdtemp(prefix="pve-exporter-demo-")
     control_token = args.control_token or secrets.token_urlsafe(24)
-    settings = demo_settings(server.urls, args.listen, args.interval, demo_control(history_dir, control_token))
+    settings = demo_settings(server.urls, args.listen, args.interval, demo_control(history_dir, control_token),
+                             pbs.url)  # fmt: skip
     daemon = Daemon(settings)
     from aiohttp import web
 
@@ -115,6 +128,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"pve-exporter demo: cannot listen on {args.listen}: {exc.strerror or exc} (try --listen)",
               file=sys.stderr)  # fmt: skip
         await runner.cleanup()
+        await pbs.stop()
         await server.stop()
         shutil.rmtree(history_dir, ignore_errors=True)
         return 1
@@ -125,6 +139,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  simulator cluster {c['name']:<5} {url}/api2/json  "
               f"(PVE {c['pve_version']}, {c['nodes']} nodes x {c['guests_per_node']} guests)")  # fmt: skip
     print(f"  token for the simulator   {DEFAULT_TOKEN_ID}={DEFAULT_TOKEN_SECRET}")
+    print(f"  backup server (PBS)       {pbs.url}/api2/json  (linked to every cluster: {base}/metrics?server=backup1)")
     print(f"  landing page              {base}/")
     print(f"  all clusters              {base}/metrics")
     print(f"  one cluster               {base}/metrics?cluster=lab")
@@ -149,6 +164,7 @@ async def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await chaos_task
     await runner.cleanup()
+    await pbs.stop()
     await server.stop()
     shutil.rmtree(history_dir, ignore_errors=True)
     return 0

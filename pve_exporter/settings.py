@@ -180,6 +180,11 @@ class BackupServerSettings(Strict):
     clusters: list[str] = Field(
         default_factory=list, description="The PVE clusters (by name) whose guests back up to this server"
     )
+    cluster_namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per linked cluster, the PBS namespace its backups go to (it and the namespaces below it count "
+        "for that cluster's guests); a cluster not named here matches its vmids in every namespace",
+    )
 
     @field_validator("name")
     @classmethod
@@ -609,6 +614,9 @@ class Settings(BaseSettings):
             for c in b.clusters:
                 if c not in clusters:
                     raise ValueError(f"backup_servers[{i}].clusters: {c!r} is not a configured cluster")
+            for c in b.cluster_namespaces:
+                if c not in b.clusters:
+                    raise ValueError(f"backup_servers[{i}].cluster_namespaces: {c!r} is not in its clusters")
         return self
 
     @property

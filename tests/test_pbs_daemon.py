@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from pve_exporter.app import Daemon
+from aiohttp.test_utils import TestClient, TestServer
+
+from pve_exporter.app import Daemon, build_app
 from pve_exporter.settings import Settings
 from pve_exporter.simulator import SimulatorServer, build_simulator
 from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs
@@ -19,11 +21,11 @@ def pbs_cfg(url: str, **kw):
 
 
 @asynccontextmanager
-async def pbs_daemon(**pbs_kw):
+async def pbs_daemon(names=("lab",), **pbs_kw):
     clock = FixedClock()
-    sim = build_simulator([("lab", 3, 6)], seed=7, auth_delay=0.0, clock=clock)
-    async with SimulatorServer(sim) as server, PbsServer(SimPbs(sim, "backup1", ["lab"])) as pbs:
-        settings = Settings(listen="127.0.0.1:0", clusters=[cluster_cfg("lab", [server.urls["lab"]])],
+    sim = build_simulator([(c, 3, 6) for c in names], seed=7, auth_delay=0.0, clock=clock)
+    async with SimulatorServer(sim) as server, PbsServer(SimPbs(sim, "backup1", names)) as pbs:
+        settings = Settings(listen="127.0.0.1:0", clusters=[cluster_cfg(c, [server.urls[c]]) for c in names],
                             backup_servers=[pbs_cfg(pbs.url, **pbs_kw)])  # fmt: skip
         daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)
         await daemon.start()
@@ -64,7 +66,7 @@ async def test_backup_server_series_and_the_join():
         assert value(s, "pve_exporter_pbs_collector_success", server="backup1", collector="snapshots") == 1
         # The join: the newest of PVE's backup storages and the linked PBS, per guest of the cluster.
         after = pick(s, "pve_guest_last_backup_timestamp_seconds", cluster="lab")
-        on_pbs = dict(snap.guest_backups)
+        on_pbs = dict(snap.guest_backups["lab"])  # the simulated PBS keeps one namespace per cluster
         assert on_pbs and set(on_pbs) <= {dict(k)["id"] for k in after}
         for labels, t in after.items():
             gid = dict(labels)["id"]
@@ -74,6 +76,20 @@ async def test_backup_server_series_and_the_join():
         assert never and not never & {dict(k)["id"] for k in after}  # no backup anywhere: no series
 
 
+async def test_join_keeps_clusters_apart_by_namespace():
+    """Two clusters with the same vmids back up to one server, one namespace each."""
+    spaces = {"lab": "lab", "prod": "prod"}
+    async with pbs_daemon(("lab", "prod"), clusters=["lab", "prod"], cluster_namespaces=spaces) as (daemon, *_):
+        snap = await daemon.pbs.servers["backup1"].poller.run_once()
+        lab, prod = daemon.pbs.guest_backups("lab"), daemon.pbs.guest_backups("prod")
+        assert lab == snap.guest_backups["lab"] and prod == snap.guest_backups["prod"]
+        assert set(lab) & set(prod)  # the same ids, told apart by namespace
+        await daemon.pbs.servers["backup1"].poller.run_once()
+    async with pbs_daemon(("lab", "prod"), clusters=["lab"]) as (daemon, *_):
+        await daemon.pbs.servers["backup1"].poller.run_once()
+        assert daemon.pbs.guest_backups("prod") == {}  # not linked: nothing joins
+
+
 async def test_server_selection_and_unknown_server():
     async with pbs_daemon() as (daemon, _sim, _pbs, _clock):
         await daemon.pbs.servers["backup1"].poller.run_once()
@@ -81,6 +97,13 @@ async def test_server_selection_and_unknown_server():
         assert value(only, "pbs_up", server="backup1") == 1
         assert not pick(only, "pve_up")
         assert not pick(series(daemon.metrics_body(["lab"], False).decode()), "pbs_up")
+        app = build_app(daemon)
+        async with TestClient(TestServer(app)) as http:
+            resp = await http.get("/metrics?server=nope")
+            assert resp.status == 400 and (await resp.json())["error_code"] == "UNKNOWN_BACKUP_SERVER"
+            resp = await http.get("/metrics?server=backup1")
+            text = await resp.text()
+            assert 'pbs_up{server="backup1"} 1' in text and "pve_up{" not in text
 
 
 async def test_down_keeps_stale_data_then_drops_it():

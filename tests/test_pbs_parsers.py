@@ -101,7 +101,10 @@ def test_groups_snapshots_and_guest_ids():
     assert ("pbs_backup_group_last_size_bytes", host) not in s  # no size: absent
     prod = tuple((k, "prod" if k == "namespace" else v) for k, v in vm)
     assert s[("pbs_backup_group_snapshots", prod)] == 7
-    assert p.newest_guest_backups(groups) == {"qemu/100": 1767225600, "lxc/101": 1766620800}
+    assert p.newest_guest_backups(groups) == {
+        "": {"qemu/100": 1767225600, "lxc/101": 1766620800},
+        "prod": {"qemu/100": 1767225600},
+    }
 
 
 def test_slimmed_snapshot_listing_parses_the_same():

@@ -128,6 +128,6 @@ def build_pbs_collectors() -> tuple[PbsCollector, ...]:
     )  # fmt: skip
 
 
-def guest_backups(everything: Mapping[str, Any]) -> dict[str, float]:
-    """The join's input: newest backup per guest id over every group listing in the cache."""
+def guest_backups(everything: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The join's input: namespace → newest backup per guest id, over every group listing in the cache."""
     return p.newest_guest_backups(listings(everything, "groups"))

@@ -313,17 +313,19 @@ def slim_snapshots(rows: Any) -> Any:
     return out
 
 
-def newest_guest_backups(listings: Iterable[tuple[str, str, Any]]) -> dict[str, float]:
-    """`qemu/<n>`/`lxc/<n>` → newest `last-backup` over every datastore and namespace (the join)."""
-    out: dict[str, float] = {}
-    for _store, _ns, rows in listings:
+def newest_guest_backups(listings: Iterable[tuple[str, str, Any]]) -> dict[str, dict[str, float]]:
+    """namespace → `qemu/<n>`/`lxc/<n>` → newest `last-backup` over every datastore (the join's input;
+    namespaces stay apart: clusters sharing a server usually back up to one namespace each)."""
+    out: dict[str, dict[str, float]] = {}
+    for _store, ns, rows in listings:
         for row in _rows(rows):
             btype, bid = text(row.get("backup-type")), text(row.get("backup-id"))
             t = num(row.get("last-backup"))
             if btype not in _GUEST_KINDS or not bid or not bid.isdigit() or t is None:
                 continue
             gid = guest_id(btype, bid)
-            out[gid] = max(out.get(gid, 0.0), t)
+            mine = out.setdefault(ns, {})
+            mine[gid] = max(mine.get(gid, 0.0), t)
     return out
 
 

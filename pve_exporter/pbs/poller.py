@@ -54,7 +54,7 @@ class PbsSnapshot:
     families: tuple[Family, ...]
     results: Mapping[str, CollectorResult]
     rendered: bytes  # exposition text with `server` as the first label
-    guest_backups: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    guest_backups: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(slots=True)

@@ -172,15 +172,20 @@ class BackupServers:
             self.snapshots[snap.server] = snap
 
     def guest_backups(self, cluster: str) -> Mapping[str, float]:
-        """Newest backup per guest id on every backup server linked to `cluster` (the join)."""
+        """Newest backup per guest id on every backup server linked to `cluster` (the join): in the
+        cluster's namespace (and below) when `cluster_namespaces` names one, else in every namespace."""
         out: dict[str, float] = {}
         for name, rt in self.servers.items():
             snap = self.snapshots.get(name)
             if snap is None or cluster not in rt.cfg.clusters:
                 continue
-            for gid, t in snap.guest_backups.items():
-                if t > out.get(gid, 0.0):
-                    out[gid] = t
+            mine = rt.cfg.cluster_namespaces.get(cluster)
+            for ns, groups in snap.guest_backups.items():
+                if mine is not None and ns != mine and not ns.startswith(mine + "/"):
+                    continue
+                for gid, t in groups.items():
+                    if t > out.get(gid, 0.0):
+                        out[gid] = t
         return out
 
     def page(self, servers: Iterable[str]) -> bytes:

@@ -12,6 +12,7 @@ import sys
 from pve_exporter.simulator.auth import DEFAULT_PRIVILEGES, default_tokens
 from pve_exporter.simulator.builder import build_simulator
 from pve_exporter.simulator.model import Simulator
+from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs
 from pve_exporter.simulator.server import SimulatorServer
 from pve_exporter.simulator.versions import PveVersion
 
@@ -44,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve HTTPS with this certificate (chain) file, like PVE's pveproxy")
     parser.add_argument("--tls-key", default=None, metavar="PEM",
                         help="private key of --tls-cert (default: read it from the --tls-cert file)")
+    parser.add_argument("--pbs-port", type=int, default=0,
+                        help="port of the simulated Proxmox Backup Server (backup groups that follow the clusters' "
+                             "guests); printed at start (default: 0 = an ephemeral port)")
+    parser.add_argument("--no-pbs", action="store_true", help="no simulated Proxmox Backup Server")
 
 
 def build_from_args(args: argparse.Namespace) -> Simulator:
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pve-exporter simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(sim, args.host, args.port, ssl_context))
+        pbs_port = None if args.no_pbs else args.pbs_port
+        return asyncio.run(_serve(sim, args.host, args.port, ssl_context, pbs_port))
     except KeyboardInterrupt:  # signal handlers could not be installed (e.g. not the main thread)
         return 0
 
@@ -105,11 +111,17 @@ def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _serve(sim: Simulator, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+async def _serve(
+    sim: Simulator, host: str, port: int, ssl_context: ssl.SSLContext | None = None, pbs_port: int | None = None
+) -> int:
     server = SimulatorServer(sim, host=host, base_port=port, ssl_context=ssl_context)
+    pbs = PbsServer(SimPbs(sim, "backup1"), host=host, port=pbs_port) if pbs_port is not None else None
     try:
         await server.start()
+        if pbs is not None:
+            await pbs.start()
     except OSError as exc:
+        await server.stop()
         print(f"pve-exporter simulate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     token_id, (secret, _privs) = next(iter(sim.tokens.items()))
@@ -117,6 +129,9 @@ async def _serve(sim: Simulator, host: str, port: int, ssl_context: ssl.SSLConte
         c = sim.clusters[name]
         print(f"{name}: {url}/api2/json  PVE {c.version.version}, {len(c.nodes)} nodes, {len(c.guests)} guests"
               f"  token {token_id}={secret}", flush=True)
+    if pbs is not None:
+        print(f"backup1 (Proxmox Backup Server): {pbs.url}/api2/json  linked to {', '.join(sim.clusters)}"
+              f"  token {PBS_TOKEN_ID}:{PBS_TOKEN_SECRET}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -129,5 +144,7 @@ async def _serve(sim: Simulator, host: str, port: int, ssl_context: ssl.SSLConte
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if pbs is not None:
+            await pbs.stop()
         await server.stop()
     return 0
