@@ -27,7 +27,7 @@ from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
-from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, raise_fd_limit
+from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, fit_to_open_file_limit
 from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
@@ -384,7 +384,7 @@ class Daemon:
             log.info("cluster removed", cluster=rt.cfg.name)
         await self.pbs.finish(pbs)
         if old_writer is not None:
-            await old_writer.stop()  # flushes what it still holds to the spool
+            await old_writer.stop(successor=self.influx)  # what it could not deliver goes to the new writer
         if not reload:
             log.info("targets changed", clusters=sorted(fresh), started=sorted(changed),
                      stopped=sorted(rt.cfg.name for rt in removed))  # fmt: skip
@@ -658,8 +658,7 @@ async def serve(
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     daemon = Daemon(settings, config_path=config_path)
     app = build_app(daemon, web_config)
-    limits = ListenerLimits.of(settings.web)
-    raise_fd_limit(limits)
+    limits = fit_to_open_file_limit(ListenerLimits.of(settings.web))
     runner = GuardedRunner(app, limits)  # header and idle timeouts, connection cap, JSON parse errors
     try:
         await runner.setup()
