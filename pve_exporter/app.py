@@ -19,7 +19,6 @@ from pve_exporter.collect import build_collectors
 from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
 from pve_exporter.control.host import ClusterView, FamilySource
-from pve_exporter.control.operations import HistoryError
 from pve_exporter.control.plane import ControlPlane
 from pve_exporter.export.gzipjoin import Part
 from pve_exporter.export.influx_spool import SpoolInUseError
@@ -662,10 +661,6 @@ async def serve(
     runner = GuardedRunner(app, limits)  # header and idle timeouts, connection cap, JSON parse errors
     try:
         await runner.setup()
-    except HistoryError as exc:
-        log.error("cannot start the control API", error=str(exc))
-        await daemon.stop()
-        return 1
     except SpoolInUseError as exc:  # another daemon writes to this spool directory
         log.error("cannot start the InfluxDB output", error=str(exc))
         await daemon.stop()
