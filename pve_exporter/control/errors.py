@@ -65,6 +65,10 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("OPERATION_NOT_FOUND", 404, "No operation with this id in the history.", (
             "List operations with GET /api/v1/operations; old ones are removed by retention.",
         )),
+        ErrorCode("TASK_LOG_NOT_FOUND", 404, "The operation has no PVE task log: it never got a task id (UPID) "
+                  "from PVE (refused at once, or not sent), or PVE no longer knows the task.", (
+            "See the operation's status and error_message with GET /api/v1/operations/{id}.",
+        )),
         ErrorCode("BATCH_NOT_FOUND", 404, "No bulk action with this batch id.", (
             "Use the batch_id returned by POST /api/v1/actions.",
         )),

@@ -65,7 +65,10 @@ OPERATION: Json = {
 
 GUEST: Json = {
     "type": "object",
-    "required": ["cluster", "vmid", "name", "node", "type", "status", "template", "tags", "active_operation"],
+    "description": "A guest as of the cluster's latest snapshot; the figures come from the same /cluster/resources "
+                   "rows (no PVE call per request) and are null while the guest is not running or PVE gave none.",
+    "required": ["cluster", "vmid", "name", "node", "type", "status", "template", "tags", "active_operation",
+                 "node_online", "cpu", "maxcpu", "mem", "maxmem", "uptime", "data_age_seconds"],
     "additionalProperties": False,
     "properties": {
         "cluster": _STR, "vmid": _VMID, "name": _nullable(_STR), "node": _STR,
@@ -73,6 +76,29 @@ GUEST: Json = {
         "status": {"type": "string", "description": "As /cluster/resources: running, stopped, paused, unknown, ..."},
         "template": {"type": "boolean"}, "tags": {"type": "array", "items": _STR},
         "active_operation": _nullable({"type": "string", "description": "Operation holding this guest now"}),
+        "node_online": {"type": "boolean", "description": "The guest's node is online (cluster status)"},
+        "cpu": _nullable({"type": "number", "minimum": 0, "description": "CPU use as a share of maxcpu (1 = all)"}),
+        "maxcpu": _nullable({"type": "number", "minimum": 0}),
+        "mem": _nullable({"type": "integer", "description": "Memory in use, bytes"}),
+        "maxmem": _nullable({"type": "integer", "description": "Memory configured, bytes"}),
+        "uptime": _nullable({"type": "integer", "description": "Seconds since the guest started"}),
+        "data_age_seconds": _nullable({"type": "number", "minimum": 0,
+                                       "description": "Age of the /cluster/resources rows these figures come from"}),
+    },
+}  # fmt: skip
+
+TASK_LOG: Json = {
+    "type": "object",
+    "description": "One page of PVE's task log for the operation's UPID, as PVE pages it (n is 1-based; start skips "
+                   "lines). A running task's log grows; its last line is TASK OK / TASK ERROR: ... once it ended.",
+    "required": ["operation_id", "operation_status", "upid", "node", "start", "limit", "total", "lines"],
+    "additionalProperties": False,
+    "properties": {
+        "operation_id": _STR, "operation_status": {"type": "string", "enum": list(STATUSES)}, "upid": _STR,
+        "node": _STR, "start": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 1},
+        "total": {"type": "integer", "minimum": 0, "description": "Lines in the whole log"},
+        "lines": {"type": "array", "items": {"type": "object", "required": ["n", "t"], "additionalProperties": False,
+                                             "properties": {"n": {"type": "integer"}, "t": _STR}}},
     },
 }  # fmt: skip
 
@@ -87,7 +113,7 @@ ENDPOINT: Json = {
 CLUSTER: Json = {
     "type": "object",
     "required": ["name", "health", "endpoints", "last_success", "age_seconds", "fresh", "interval_seconds",
-                 "guests", "failing_collectors"],
+                 "guests", "guests_running", "nodes", "nodes_online", "failing_collectors"],
     "additionalProperties": False,
     "properties": {
         "name": _STR,
@@ -98,6 +124,9 @@ CLUSTER: Json = {
         "fresh": {"type": "boolean", "description": "Last success within the cluster's stale_after"},
         "interval_seconds": {"type": "number"},
         "guests": {"type": "integer", "minimum": 0},
+        "guests_running": {"type": "integer", "minimum": 0},
+        "nodes": {"type": "integer", "minimum": 0},
+        "nodes_online": {"type": "integer", "minimum": 0},
         "failing_collectors": {"type": "array", "items": _STR},
     },
 }  # fmt: skip
@@ -257,9 +286,13 @@ _OPS: dict[tuple[str, str], tuple[Json, list[str]]] = {
             _multi("status", _STR, "Only these states (running, stopped, paused, unknown, ...)"),
             _multi("tag", _STR, "Only guests carrying all of these tags"),
         ],
-        "responses": {"200": _json_response("Guests", {
-            "type": "object", "required": ["guests", "total"], "additionalProperties": False,
-            "properties": {"guests": {"type": "array", "items": _ref("Guest")}, "total": {"type": "integer"}},
+        "description": "Each asked-for cluster (all without ?cluster) is listed in `clusters` with its health: an "
+                       "unreachable cluster shows health `unreachable` (its guests are the last known ones, until "
+                       "stale_after drops them), never only an empty list.",
+        "responses": {"200": _json_response("Guests, and the health of the clusters they come from", {
+            "type": "object", "required": ["guests", "total", "clusters"], "additionalProperties": False,
+            "properties": {"guests": {"type": "array", "items": _ref("Guest")}, "total": {"type": "integer"},
+                           "clusters": {"type": "array", "items": _ref("Cluster")}},
         })},
     }, ["INVALID_REQUEST", "CLUSTER_NOT_FOUND"]),
     ("POST", "/clusters/{cluster}/guests/{vmid}/{action}"): ({
@@ -326,6 +359,19 @@ _OPS: dict[tuple[str, str], tuple[Json, list[str]]] = {
         "parameters": [_param("id", "path", _STR, "Operation id")],
         "responses": {"200": _json_response("The operation", _ref("Operation"))},
     }, ["INVALID_REQUEST", "OPERATION_NOT_FOUND"]),
+    ("GET", "/operations/{id}/log"): ({
+        "summary": "The PVE task log of an operation (by its UPID), paged like PVE",
+        "description": "Reads GET /nodes/{node}/tasks/{upid}/log on the node in the UPID. Poll it while the operation "
+                       "runs: the log grows, and `total` with it.",
+        "parameters": [
+            _param("id", "path", _STR, "Operation id"),
+            _param("start", "query", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000, "default": 0},
+                   "Lines to skip"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                   "Lines to return at most"),
+        ],
+        "responses": {"200": _json_response("A page of the task log", _ref("TaskLog"))},
+    }, ["INVALID_REQUEST", "OPERATION_NOT_FOUND", "TASK_LOG_NOT_FOUND", "CLUSTER_NOT_FOUND", "PVE_ERROR"]),
     ("POST", "/clusters/{cluster}/collect"): ({
         "summary": "Run a collection cycle for the cluster now",
         "parameters": [_CLUSTER_P],
@@ -366,7 +412,7 @@ def _document() -> Json:
         op["responses"].update(_error_responses(codes))
         paths.setdefault(PREFIX + spec.path, {})[spec.method.lower()] = op
     schemas = {"Operation": OPERATION, "Guest": GUEST, "Endpoint": ENDPOINT, "Cluster": CLUSTER, "Skipped": SKIPPED,
-               "Batch": BATCH, "DryRun": DRY_RUN, "Error": ERROR, **_body_schemas()}  # fmt: skip
+               "Batch": BATCH, "DryRun": DRY_RUN, "TaskLog": TASK_LOG, "Error": ERROR, **_body_schemas()}  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {

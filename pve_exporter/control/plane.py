@@ -10,23 +10,28 @@ before the clusters stop (running actions record their state while the clients s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from pve_exporter.collect.base import Family, FamilyBuilder
-from pve_exporter.control.actions import ActionRunner
+from pve_exporter.control.actions import ActionRunner, task_gone, upid_node
 from pve_exporter.control.audit import audit_warning
 from pve_exporter.control.auth import Principal, TokenAuthenticator
 from pve_exporter.control.bulk import BulkRunner
 from pve_exporter.control.errors import ApiProblem
 from pve_exporter.control.host import ControlHost
 from pve_exporter.control.metrics import ControlMetrics
-from pve_exporter.control.operations import HistoryError, OperationStore, iso
+from pve_exporter.control.operations import HistoryError, Operation, OperationStore, iso
 from pve_exporter.control.ratelimit import KeyedLimiter, retry_after_header
+from pve_exporter.control.scrub import scrub_secrets
+from pve_exporter.control.tasklog import read_task_log
+from pve_exporter.pve.errors import PveError
+from pve_exporter.pve.values import integer, num
 from pve_exporter.settings import ControlSettings
+from pve_exporter.snapshot import Snapshot
 
 log = structlog.get_logger("pve_exporter.control")
 
@@ -166,14 +171,16 @@ class ControlPlane:
                              headers={"Retry-After": retry_after_header(wait)})
 
     # ---- views ----------------------------------------------------------------------------------
-    def cluster_views(self) -> list[dict[str, Any]]:
+    def cluster_views(self, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Health, endpoints, freshness and counts of the clusters `names` (default: all configured)."""
         now = self.host.monotonic()
         out = []
-        for name in self.host.cluster_names():
+        for name in names or self.host.cluster_names():
             view = self.host.cluster_view(name)
             if view is None:  # removed by a reload meanwhile
                 continue
             snap = self.host.latest_snapshot(name)
+            nodes = snap.shared.nodes if snap is not None and snap.shared is not None else ()
             failing = sorted(r.name for r in snap.results.values() if not r.ok) if snap else []
             if snap is None:
                 health = "starting"
@@ -195,6 +202,9 @@ class ControlPlane:
                 "fresh": age is not None and age <= view.stale_after,
                 "interval_seconds": view.interval_seconds,
                 "guests": len(snap.guests) if snap else 0,
+                "guests_running": sum(1 for g in snap.guests.values() if g.status == "running") if snap else 0,
+                "nodes": len(nodes),
+                "nodes_online": sum(1 for n in nodes if n.online),
                 "failing_collectors": failing,
             })  # fmt: skip
         return out
@@ -203,22 +213,57 @@ class ControlPlane:
         self, *, clusters: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...],
         statuses: tuple[str, ...], tags: tuple[str, ...],
     ) -> list[dict[str, Any]]:
+        """Guests of the latest snapshots with their figures from the same /cluster/resources rows
+        (no PVE call): cpu (share of maxcpu), mem/maxmem bytes, uptime, and the rows' age."""
         wanted_tags = {t.lower() for t in tags}
         out = []
+        now = self.host.monotonic()
         for name in clusters or tuple(self.host.cluster_names()):
             snap = self.host.latest_snapshot(name)
             if snap is None:
                 continue
+            rows = _resource_rows(snap)
+            payload = snap.payloads.get("/cluster/resources")
+            age = round(max(0.0, now - payload.fetched_at), 3) if payload is not None else None
+            online = {n.name: n.online for n in snap.shared.nodes} if snap.shared is not None else {}
             for vmid in sorted(snap.guests):
                 g = snap.guests[vmid]
                 if (nodes and g.node not in nodes) or (types and g.type not in types):
                     continue
                 if (statuses and g.status not in statuses) or not wanted_tags <= {t.lower() for t in g.tags}:
                     continue
+                row = rows.get(vmid, {})
+                up = g.status == "running" or g.status == "paused"
                 out.append({"cluster": name, "vmid": g.vmid, "name": g.name or None, "node": g.node, "type": g.type,
                             "status": g.status, "template": g.template, "tags": list(g.tags),
-                            "active_operation": self.runner.busy.get((name, vmid))})  # fmt: skip
+                            "active_operation": self.runner.busy.get((name, vmid)),
+                            "node_online": online.get(g.node, g.status != "unknown"),
+                            "cpu": _ratio(row.get("cpu")) if up else None, "maxcpu": num(row.get("maxcpu")),
+                            "mem": integer(row.get("mem")) if up else None, "maxmem": integer(row.get("maxmem")),
+                            "uptime": integer(row.get("uptime")) if up else None,
+                            "data_age_seconds": age})  # fmt: skip
         return out
+
+    async def task_log(self, op: Operation, *, start: int, limit: int) -> dict[str, Any]:
+        """One page of the operation's PVE task log (read from the node in its UPID)."""
+        node = upid_node(op.upid) if op.upid else None
+        if op.upid is None or node is None:
+            raise ApiProblem("TASK_LOG_NOT_FOUND", f"operation {op.id} has no PVE task (it is {op.status} and PVE "
+                             "never answered with a task id)", details={"id": op.id, "status": op.status})  # fmt: skip
+        view = self.runner.cluster(op.cluster)
+        try:
+            page = await read_task_log(view.client, node, op.upid, start=start, limit=limit)
+        except PveError as exc:
+            if task_gone(exc):
+                raise ApiProblem("TASK_LOG_NOT_FOUND", f"PVE no longer knows the task of operation {op.id}",
+                                 details={"id": op.id, "upid": op.upid, "pve_message": scrub_secrets(exc.message)},
+                                 ) from None  # fmt: skip
+            raise ApiProblem("PVE_ERROR", f"cannot read the task log from PVE: {scrub_secrets(exc.message)}",
+                             details={"cluster": op.cluster, "node": node, "pve_status": exc.status,
+                                      "kind": exc.kind}) from None  # fmt: skip
+        return {"operation_id": op.id, "operation_status": op.status, "upid": op.upid, "node": node,
+                "start": start, "limit": limit, "total": page.total,
+                "lines": [{"n": line.n, "t": line.t} for line in page.lines]}  # fmt: skip
 
     def trigger_collection(self, name: str) -> None:
         """Start a collection now (in a task the plane owns: a stop cancels it)."""
@@ -241,6 +286,21 @@ class ControlPlane:
         )  # fmt: skip
         healthy.add((), 1.0 if self.store.healthy else 0.0)
         return [*self.metrics.families(clusters), healthy.build()]
+
+
+def _resource_rows(snap: Snapshot) -> dict[int, Mapping[str, Any]]:
+    """vmid → its /cluster/resources row in the snapshot."""
+    rows: dict[int, Mapping[str, Any]] = {}
+    for row in (snap.shared.resources if snap.shared is not None else None) or ():
+        vmid = integer(row.get("vmid")) if row.get("type") in ("qemu", "lxc") else None
+        if vmid is not None:
+            rows[vmid] = row
+    return rows
+
+
+def _ratio(value: Any) -> float | None:
+    v = num(value)
+    return None if v is None else round(max(0.0, v), 4)
 
 
 CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)

@@ -28,6 +28,7 @@ from pve_exporter.control.operations import (
     RESOURCE_TYPES,
     STATUSES,
     HistoryError,
+    Operation,
     OperationFilter,
     iso,
     parse_time,
@@ -187,7 +188,8 @@ async def list_guests(request: web.Request, plane: ControlPlane, who: Principal 
     types = _choice(request, "type", RESOURCE_TYPES)
     guests = plane.guests(clusters=clusters, nodes=_values(request, "node"), types=types,
                           statuses=_values(request, "status"), tags=_values(request, "tag"))
-    return _json({"guests": guests, "total": len(guests)})
+    # the clusters' health with the list: an unreachable cluster is never just an empty list
+    return _json({"guests": guests, "total": len(guests), "clusters": plane.cluster_views(clusters)})
 
 
 @route("POST", "/clusters/{cluster}/guests/{vmid}/{action}", "power", power_limited=True)
@@ -281,11 +283,23 @@ async def list_operations(request: web.Request, plane: ControlPlane, who: Princi
 @route("GET", "/operations/{id}", "read")
 async def get_operation(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
     _query(request, set())
+    return _json((await _operation(request, plane)).as_api())
+
+
+@route("GET", "/operations/{id}/log", "read")
+async def operation_log(request: web.Request, plane: ControlPlane, who: Principal | None) -> web.StreamResponse:
+    _query(request, {"start", "limit"})
+    start = _int(request, "start", 0, 0, 1_000_000_000)
+    limit = _int(request, "limit", 50, 1, 1000)
+    return _json(await plane.task_log(await _operation(request, plane), start=start, limit=limit))
+
+
+async def _operation(request: web.Request, plane: ControlPlane) -> Operation:
     op_id = request.match_info["id"]
     op = await plane.store.get(op_id) if _OP_ID.match(op_id) else None
     if op is None:
         raise ApiProblem("OPERATION_NOT_FOUND", f"no operation {op_id!r}", details={"id": op_id})
-    return _json(op.as_api())
+    return op
 
 
 @route("POST", "/clusters/{cluster}/collect", "admin")

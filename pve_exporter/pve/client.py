@@ -187,6 +187,12 @@ class PveClient:
         """GET `path` (relative to /api2/json) and return the envelope's `data`."""
         return await self.request("GET", path, params=params, endpoint=endpoint)
 
+    async def get_page(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, int | None]:
+        """GET a paged list: (`data`, the envelope's `total`), e.g. a task log."""
+        doc = await self.request("GET", path, params=params, envelope=True)
+        total = doc.get("total")
+        return doc["data"], total if isinstance(total, int) and not isinstance(total, bool) else None
+
     async def post(self, path: str, data: dict[str, Any] | None = None, *, failover: bool = True) -> Any:
         """POST; `failover=False` for calls that must not run twice (power actions): another endpoint
         is tried only when the connection could not even be opened, and any PVE answer is final."""
@@ -201,6 +207,7 @@ class PveClient:
         data: dict[str, Any] | None = None,
         endpoint: str | None = None,
         failover: bool = True,
+        envelope: bool = False,
     ) -> Any:
         """Try the preferred endpoint first, then the others; remember the one that answered.
 
@@ -217,7 +224,7 @@ class PveClient:
         last: PveError | None = None
         for ep in order:
             try:
-                result = await self._once(ep, method, path, params, data)
+                result = await self._once(ep, method, path, params, data, envelope)
             except PveError as exc:
                 last = exc
                 if isinstance(exc, PveTimeoutError | PveUnreachableError) and exc.status is None:
@@ -263,7 +270,10 @@ class PveClient:
         if self._observer is not None:
             self._observer.endpoint_health(ep.url, up)
 
-    async def _once(self, ep: EndpointState, method: str, path: str, params: dict[str, Any] | None, data: Any) -> Any:
+    async def _once(
+        self, ep: EndpointState, method: str, path: str, params: dict[str, Any] | None, data: Any,
+        envelope: bool = False,
+    ) -> Any:
         url = f"{ep.url}/api2/json{path}"
         template = template_path(path)
         started = time.monotonic()
@@ -275,7 +285,7 @@ class PveClient:
                 async with session.request(method, url, params=params, data=data) as resp:
                     outcome = str(resp.status)
                     body = await resp.read()
-                    return _decode(resp.status, resp.reason or "", body, path=path, endpoint=ep.url)
+                    return _decode(resp.status, resp.reason or "", body, path=path, endpoint=ep.url, envelope=envelope)
         except PveError:
             raise
         except aiohttp.ServerFingerprintMismatch as exc:
@@ -314,8 +324,8 @@ def _loads(body: bytes) -> Any:
         return json.loads(body)
 
 
-def _decode(status: int, reason: str, body: bytes, *, path: str, endpoint: str) -> Any:
-    """Unwrap `{"data": ...}` or turn the error answer into a typed PveError."""
+def _decode(status: int, reason: str, body: bytes, *, path: str, endpoint: str, envelope: bool = False) -> Any:
+    """Unwrap `{"data": ...}` (the whole envelope with `envelope`) or turn the error answer into a typed PveError."""
     if status == 200:
         try:
             doc = _loads(body)
@@ -323,7 +333,7 @@ def _decode(status: int, reason: str, body: bytes, *, path: str, endpoint: str) 
             raise PveProtocolError("answer is not JSON", status=status, path=path, endpoint=endpoint) from exc
         if not isinstance(doc, dict) or "data" not in doc:
             raise PveProtocolError("answer has no data envelope", status=status, path=path, endpoint=endpoint)
-        return doc["data"]
+        return doc if envelope else doc["data"]
     message = reason.strip()
     if body:
         try:

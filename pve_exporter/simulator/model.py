@@ -177,6 +177,7 @@ class SimTask:
     log: list[str] = field(default_factory=list)
     endtime: float | None = None
     exitstatus: str = "OK"
+    later: list[tuple[float, str]] = field(default_factory=list)  # (time, line): written when the worker gets there
     saved: str | int | None = "1"  # `/cluster/tasks` mixes "0"/"1" and 1
     on_finish: Callable[[SimTask], None] | None = None
     finished: bool = False  # on_finish has run
@@ -189,15 +190,17 @@ class SimTask:
         return self.endtime is None or now < self.endtime
 
     def log_lines(self, now: float) -> list[str]:
+        """The log as a reader sees it at `now`: it grows while the task runs, then ends with TASK ..."""
+        lines = [*self.log, *(line for at, line in self.later if at <= now)]
         if self.running(now):
-            return list(self.log)
+            return lines
         if self.exitstatus == "OK":
             last = "TASK OK"
         elif self.exitstatus.startswith("WARNINGS: "):
             last = f"TASK {self.exitstatus}"
         else:
             last = f"TASK ERROR: {self.exitstatus}"
-        return [*self.log, last]
+        return [*lines, last]
 
 
 @dataclass(slots=True, eq=False)

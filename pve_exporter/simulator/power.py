@@ -69,6 +69,7 @@ class Work:
     exitstatus: str = "OK"
     log: list[str] = field(default_factory=list)
     effect: Callable[[float], None] | None = None  # called with the task's end time
+    later: list[tuple[float, str]] = field(default_factory=list)  # (seconds after the start, line)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
@@ -176,6 +177,7 @@ def launch(
     def begin(at: float) -> None:
         work = decide(at)
         task.log.extend(work.log)
+        task.later.extend((at + offset, line) for offset, line in work.later)
         task.exitstatus = work.exitstatus
         task.endtime = at + work.duration
 
@@ -345,7 +347,7 @@ def _shutdown_work(g: SimGuest, takes: float, timeout: int, force: bool, *, kind
     if force:
         line = ("VM still running - terminating now with SIGTERM" if kind == "qemu"
                 else "container did not stop within timeout - killing it")
-        return Work(float(timeout) + 0.5, log=[line], effect=_stop_guest(g))
+        return Work(float(timeout) + 0.5, later=[(float(timeout), line)], effect=_stop_guest(g))
     failure = "VM quit/powerdown failed - got timeout" if kind == "qemu" else "container did not stop"
     return Work(float(timeout), failure)
 
