@@ -20,6 +20,7 @@ from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
 from pve_exporter.control.host import ClusterView, FamilySource
 from pve_exporter.control.plane import ControlPlane
+from pve_exporter.coord.coordinator import Coordinator, coordinator_for
 from pve_exporter.export.gzipjoin import Part
 from pve_exporter.export.influx_spool import SpoolInUseError
 from pve_exporter.export.influx_writer import InfluxWriter
@@ -49,6 +50,7 @@ RESTART_KEYS = (
     "logging.format",
     "collect.max_concurrency_total",
     "control.enabled",
+    "coordination",
     "control.history_db",
     "control.max_body_bytes",
     "web.header_timeout_seconds",
@@ -116,6 +118,15 @@ class Daemon:
         self.restart_required: tuple[str, ...] = ()
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /api/v1/reload: one transaction at a time
         self._leased: set[str] | None = None  # targets this replica holds a lease for (coordination); None: all
+        # Replicas (settings.coordination): PostgreSQL leases decide what this daemon polls (pve_exporter/coord/).
+        self.coord: Coordinator | None = None
+        if settings.coordination is not None:
+            self._leased = set()  # nothing is polled before a lease is won
+            self.coord = coordinator_for(
+                settings.coordination, targets=lambda: [c.name for c in self.settings.clusters],
+                retarget=self.retarget, monotonic=monotonic,
+            )  # fmt: skip
+            self.stats.extra.append(self.coord.families)
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
@@ -226,16 +237,22 @@ class Daemon:
                 continue  # another shard's target (static sharding)
             self._start_one(cfg)
         self.pbs.start(self.settings)
+        if self.coord is not None:  # coordination: its leases start the clusters through retarget()
+            self.coord.start()
         if self.control is not None:  # after the clusters: recovery reads tasks back through their clients
             await self.control.start()
         return True
 
     async def stop(self) -> None:
+        if self.coord is not None:  # coordination: no retarget() while stopping; leases handed back below
+            await self.coord.stop()
         if self.control is not None:  # first: running actions record their state while clients still work
             await self.control.stop()
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
         await self.pbs.stop()
+        if self.coord is not None:  # polling has stopped: the others may take over at once
+            await self.coord.leave()
         await self._stop_influx()  # after the pollers: what is still in memory goes to the spool
         self._started = False
 
@@ -265,10 +282,11 @@ class Daemon:
             rr.add((key,), 1.0 if key in self.restart_required else 0.0)
         owned = FamilyBuilder(
             "pve_exporter_target_owned", "gauge",
-            "1 if this replica polls and serves the configured target, 0 if another shard does", ("target",),
+            "1 if this replica polls and serves the configured target, 0 if another shard or replica does",
+            ("target",),
         )  # fmt: skip
         for c in self.settings.clusters:
-            owned.add((c.name,), 1.0 if self.settings.owns(c.name) else 0.0)
+            owned.add((c.name,), 1.0 if self.owns(c.name) else 0.0)
         return [ok.build(), ts.build(), rr.build(), owned.build()]
 
     def _influx_families(self, clusters: set[str] | None) -> list[Family]:

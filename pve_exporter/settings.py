@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -540,6 +541,40 @@ class ShardSettings(Strict):
         return self
 
 
+class CoordinationSettings(Strict):
+    """Replicas sharing the targets through leases in PostgreSQL (README: Scaling out)."""
+
+    dsn: SecretStr | None = Field(default=None, description="postgresql://user:password@host:5432/db (a secret)")
+    dsn_file: Path | None = Field(default=None, description="A file holding the DSN (instead of dsn)")
+    lease_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="A dead replica's targets move after at most this (+ one renewal)"
+    )
+    replica: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=200,
+        description="This replica's name, unique among the replicas (default: the host name)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _dsn(self) -> CoordinationSettings:
+        if (self.dsn is None) == (self.dsn_file is None):
+            raise ValueError("dsn: give exactly one of dsn or dsn_file")
+        if self.dsn_file is not None:
+            object.__setattr__(self, "dsn", _read_secret(self.dsn_file, "dsn_file"))
+        scheme = urlsplit(self.secret()).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("dsn: must be a postgresql:// URL (the value is not shown: it may hold a password)")
+        return self
+
+    def secret(self) -> str:
+        assert self.dsn is not None  # set by the validator
+        return self.dsn.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """The DSN and its password, so that neither is ever logged."""
+        password = urlsplit(self.secret()).password
+        return [self.secret()] + ([password] if password else [])
+
+
 class Settings(BaseSettings):
     """The whole daemon configuration."""
 
@@ -562,6 +597,9 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     shard: ShardSettings | None = Field(
         default=None, description="Static sharding over replicas without a database (README: Scaling out)"
+    )
+    coordination: CoordinationSettings | None = Field(
+        default=None, description="Replicas sharing the targets through PostgreSQL leases (README: Scaling out)"
     )
 
     def owns(self, name: str) -> bool:
@@ -604,6 +642,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _replicas(self) -> Settings:
+        if self.coordination is not None and self.shard is not None:
+            raise ValueError("coordination and shard: give one or the other (leases move targets between replicas, "
+                             "static shards do not)")
+        default_history = ControlSettings.model_fields["history_db"].default
+        if self.coordination is not None and self.control.history_db != default_history:
+            raise ValueError("coordination and control.history_db: with coordination the operation history lives in "
+                             "PostgreSQL; remove control.history_db")
+        return self
+
+    @model_validator(mode="after")
     def _backup_servers(self) -> Settings:
         seen: set[str] = set()
         clusters = {c.name for c in self.clusters}
@@ -631,7 +680,8 @@ class Settings(BaseSettings):
         """Every secret value, so the log redactor can mask them wherever they appear."""
         influx = self.influxdb.secrets() if self.influxdb else []
         pbs = [b.secret() for b in self.backup_servers]
-        return [c.secret() for c in self.clusters] + pbs + influx + self.control.secrets()
+        coord = self.coordination.secrets() if self.coordination else []
+        return [c.secret() for c in self.clusters] + pbs + influx + self.control.secrets() + coord
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -741,6 +791,8 @@ def _secret_files(settings: Settings) -> list[Path]:
     if settings.influxdb is not None:
         files += [settings.influxdb.token_file, settings.influxdb.password_file]
     files += [t.secret_file for t in settings.control.tokens]
+    if settings.coordination is not None:
+        files.append(settings.coordination.dsn_file)
     return [f for f in files if f is not None]
 
 
