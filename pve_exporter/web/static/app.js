@@ -6,9 +6,15 @@ const API = new URL("../api/v1/", window.location.href);
 const TOKEN_KEY = "pve_exporter.control.token";
 const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "interrupted"]);
 const FOLLOW_MS = 1000;
+const REFRESH_MS = 5000;
 const PAGE = 25;
+const LOG_PAGE = 500;
 
-const state = { scopes: [], historyOffset: 0, historyTotal: 0, followed: new Map(), pending: null };
+const state = {
+  scopes: [], canPower: false, guests: [], clusters: [], sort: { key: "vmid", dir: 1 }, selected: new Set(),
+  historyOffset: 0, historyTotal: 0, followed: new Map(), pending: null, refreshTimer: null,
+  bulk: { plan: null, batches: [], skipped: [], timer: null }, log: { opId: null, shown: 0, timer: null },
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -57,15 +63,55 @@ function say(text, isError) {
   m.hidden = !text;
 }
 
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
 function cell(tr, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "" : String(text);
-  if (cls) td.className = cls;
+  const td = el("td", text === null || text === undefined ? "" : text, cls);
   tr.appendChild(td);
   return td;
 }
 
+function button(text, onClick, attrs) {
+  const b = el("button", text);
+  b.type = "button";
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("data-")) b.dataset[k.slice(5).replace(/-(\w)/g, (_, c) => c.toUpperCase())] = v;
+    else b.setAttribute(k, v);
+  }
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 function fmtTime(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : ""; }
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+}
+
+function fmtDuration(s) {
+  if (s === null || s === undefined) return "";
+  s = Math.floor(s);
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m`;
+  return `${s}s`;
+}
+
+function fmtAge(s) { return s === null || s === undefined ? "never" : `${Math.round(s)} s`; }
+
+function guestLabel(g) {
+  return g.name ? `${g.name} (${g.type} ${g.vmid})` : `${g.type} ${g.vmid}`;
+}
 
 // ---- session ----------------------------------------------------------------------------------
 async function signIn(candidate) {
@@ -73,13 +119,16 @@ async function signIn(candidate) {
   try {
     const me = await api("GET", "whoami");
     state.scopes = me.scopes;
+    state.canPower = me.scopes.includes("power") || me.scopes.includes("admin");
+    document.body.classList.toggle("read-only", !state.canPower);
     $("session-user").textContent = me.user;
-    $("session-scopes").textContent = me.scopes.join(", ");
+    $("session-scopes").textContent = me.scopes.join(", ") + (state.canPower ? "" : " — read only");
     $("session").hidden = false;
     $("login").hidden = true;
     $("app").hidden = false;
     $("login-error").hidden = true;
-    await Promise.all([loadClusters(), loadGuests(), loadHistory()]);
+    await Promise.all([loadGuests(), loadHistory()]);
+    state.refreshTimer = window.setInterval(() => { loadGuests().catch((err) => say(explain(err), true)); }, REFRESH_MS);
   } catch (err) {
     window.sessionStorage.removeItem(TOKEN_KEY);
     $("login-error").textContent = explain(err);
@@ -89,7 +138,15 @@ async function signIn(candidate) {
 
 function signOut(why) {
   window.sessionStorage.removeItem(TOKEN_KEY);
+  if (state.refreshTimer) window.clearInterval(state.refreshTimer);
+  if (state.bulk.timer) window.clearTimeout(state.bulk.timer);
+  if (state.log.timer) window.clearTimeout(state.log.timer);
+  state.refreshTimer = null;
   state.followed.clear();
+  state.selected.clear();
+  state.bulk = { plan: null, batches: [], skipped: [], timer: null };
+  state.log = { opId: null, shown: 0, timer: null };
+  if ($("log-dialog").open) $("log-dialog").close();
   $("session").hidden = true;
   $("app").hidden = true;
   $("login").hidden = false;
@@ -98,100 +155,218 @@ function signOut(why) {
 }
 
 // ---- clusters and guests ------------------------------------------------------------------------
-async function loadClusters() {
-  const doc = await api("GET", "clusters");
+async function loadGuests() {
+  const doc = await api("GET", "guests");
+  state.guests = doc.guests;
+  state.clusters = doc.clusters;
+  document.body.classList.toggle("single-cluster", doc.clusters.length === 1);
+  const known = new Set(doc.guests.map((g) => `${g.cluster}/${g.vmid}`));
+  for (const k of [...state.selected]) if (!known.has(k)) state.selected.delete(k);
+  renderSummary();
+  fillClusterSelect();
+  renderGuests();
+}
+
+function renderSummary() {
+  const ul = $("cluster-summary");
+  ul.replaceChildren();
+  for (const c of state.clusters) {
+    const li = el("li");
+    li.dataset.cluster = c.name;
+    li.dataset.health = c.health;
+    li.appendChild(el("strong", c.name));
+    li.appendChild(el("span", c.health, "health-" + c.health));
+    const parts = [
+      `nodes ${c.nodes_online}/${c.nodes} online`,
+      `guests ${c.guests_running}/${c.guests} running`,
+      `data ${fmtAge(c.age_seconds)} old`,
+      c.failing_collectors.length ? `failing: ${c.failing_collectors.join(", ")}` : "no collector failing",
+    ];
+    for (const p of parts) {
+      li.appendChild(el("span", "·", "sep"));
+      const s = el("span", p);
+      if (p.startsWith("failing:")) s.className = "status-failed";
+      li.appendChild(s);
+    }
+    li.title = c.health === "unreachable"
+      ? "PVE does not answer: the guests shown are the last known ones"
+      : `collected every ${c.interval_seconds} s`;
+    ul.appendChild(li);
+  }
+}
+
+function fillClusterSelect() {
   const sel = $("f-cluster");
   const keep = sel.value;
   while (sel.options.length > 1) sel.remove(1);
-  const parts = [];
-  for (const c of doc.clusters) {
-    const o = document.createElement("option");
+  for (const c of state.clusters) {
+    const o = el("option", c.name);
     o.value = c.name;
-    o.textContent = c.name;
     sel.appendChild(o);
-    const age = c.age_seconds === null ? "never collected" : `data ${Math.round(c.age_seconds)} s old`;
-    parts.push(`${c.name}: ${c.health}, ${age}`);
   }
   sel.value = keep;
-  $("clusters-line").textContent = parts.join(" · ");
 }
 
-function guestQuery() {
-  const q = new URLSearchParams();
-  for (const [param, id] of [["cluster", "f-cluster"], ["node", "f-node"], ["type", "f-type"],
-                             ["status", "f-status"], ["tag", "f-tag"]]) {
-    const v = $(id).value.trim();
-    if (v) q.set(param, v);
-  }
-  return q.toString();
+function visibleGuests() {
+  const text = $("g-text").value.trim().toLowerCase();
+  const cluster = $("f-cluster").value, type = $("f-type").value, status = $("f-status").value;
+  const words = text ? text.split(/\s+/) : [];
+  const out = state.guests.filter((g) => {
+    if ((cluster && g.cluster !== cluster) || (type && g.type !== type) || (status && g.status !== status)) return false;
+    if (!words.length) return true;
+    const hay = [g.cluster, String(g.vmid), g.name || "", g.node, g.type, g.status, ...g.tags].join(" ").toLowerCase();
+    return words.every((w) => hay.includes(w));
+  });
+  const { key, dir } = state.sort;
+  const val = (g) => {
+    if (key === "cpu") return g.cpu === null ? -1 : g.cpu;
+    if (key === "mem") return g.mem === null ? -1 : g.mem;
+    if (key === "uptime") return g.uptime === null ? -1 : g.uptime;
+    if (key === "vmid") return g.vmid;
+    return String(g[key] || "").toLowerCase();
+  };
+  out.sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x < y) return -dir;
+    if (x > y) return dir;
+    return a.cluster < b.cluster ? -1 : a.cluster > b.cluster ? 1 : a.vmid - b.vmid;
+  });
+  return out;
 }
 
-async function loadGuests() {
-  const qs = guestQuery();
-  const doc = await api("GET", "guests" + (qs ? "?" + qs : ""));
+// Why an action cannot be run on a guest now (null: it can).
+function blocked(g, action) {
+  if (g.template) return "templates cannot be started, stopped or restarted";
+  if (!g.node_online) return `node ${g.node} is offline`;
+  if (g.active_operation) return `an action is in progress (operation ${g.active_operation.slice(0, 8)})`;
+  const up = g.status === "running" || g.status === "paused";
+  if (g.status === "unknown") return "the guest's state is unknown";
+  if (action === "start" && g.status !== "stopped") return `already ${g.status}`;
+  if (action !== "start" && !up) return "not running";
+  return null;
+}
+
+function renderGuests() {
+  const focusKey = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.focusKey : undefined;
+  const rows = visibleGuests();
   const body = $("guests").tBodies[0];
   body.replaceChildren();
-  const canPower = state.scopes.includes("power");
-  for (const g of doc.guests) {
-    const tr = document.createElement("tr");
-    tr.dataset.key = `${g.cluster}/${g.vmid}`;
-    cell(tr, g.cluster);
-    cell(tr, g.vmid);
-    cell(tr, g.name);
-    cell(tr, g.node);
-    cell(tr, g.type + (g.template ? " (template)" : ""));
-    cell(tr, g.status, "status status-" + g.status);
-    cell(tr, g.tags.join(", "));
-    const td = cell(tr, "", "actions");
-    for (const action of ["start", "stop", "restart"]) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.textContent = action;
-      b.dataset.action = action;
-      b.disabled = !canPower || g.template || Boolean(g.active_operation);
-      b.addEventListener("click", () => askConfirm(g, action));
-      td.appendChild(b);
+  for (const g of rows) {
+    const key = `${g.cluster}/${g.vmid}`;
+    const tr = el("tr");
+    tr.dataset.key = key;
+    tr.dataset.status = g.status;
+    if (state.canPower) {
+      const td = cell(tr, "", "power-only");
+      const box = el("input");
+      box.type = "checkbox";
+      box.className = "select";
+      box.checked = state.selected.has(key);
+      box.dataset.focusKey = key + ":select";
+      box.setAttribute("aria-label", `select ${guestLabel(g)}`);
+      box.addEventListener("change", () => {
+        if (box.checked) state.selected.add(key); else state.selected.delete(key);
+        tr.classList.toggle("selected", box.checked);
+        renderBulkBar();
+      });
+      tr.classList.toggle("selected", box.checked);
+      td.appendChild(box);
+    }
+    cell(tr, g.cluster).dataset.col = "cluster";
+    cell(tr, g.vmid).dataset.col = "vmid";
+    const name = cell(tr, g.name, "name");
+    name.dataset.col = "name";
+    if (g.name) name.title = g.name;
+    const node = cell(tr, g.node, "opt" + (g.node_online ? "" : " status-unknown"));
+    if (!g.node_online) node.title = "node offline";
+    cell(tr, g.type + (g.template ? " template" : ""), "opt wrap");
+    const st = cell(tr, g.status, "status status-" + g.status);
+    st.dataset.col = "status";
+    const cpu = cell(tr, g.cpu === null ? "" : `${(g.cpu * 100).toFixed(1)} %`, "num");
+    cpu.dataset.col = "cpu";
+    if (g.maxcpu) cpu.title = `of ${g.maxcpu} CPU(s)`;
+    const mem = cell(tr, g.maxmem ? `${g.mem === null ? "–" : fmtBytes(g.mem)} / ${fmtBytes(g.maxmem)}` : "", "num");
+    mem.dataset.col = "mem";
+    cell(tr, fmtDuration(g.uptime), "num opt").dataset.col = "uptime";
+    cell(tr, g.tags.join(", "), "opt wrap");
+    if (state.canPower) {
+      const td = cell(tr, "", "actions power-only");
+      for (const action of ["start", "stop", "restart"]) {
+        const why = blocked(g, action);
+        const b = button(action, () => (action === "start" ? runAction(g, action, {}) : askConfirm(g, action)),
+                         { "data-action": action, "data-focus-key": `${key}:${action}` });
+        b.disabled = Boolean(why);
+        b.title = why ? `${action}: ${why}` : `${action} ${guestLabel(g)}`;
+        b.setAttribute("aria-label", `${action} ${guestLabel(g)}` + (why ? ` (unavailable: ${why})` : ""));
+        td.appendChild(b);
+      }
     }
     body.appendChild(tr);
   }
-  if (!doc.guests.length) {
-    const tr = document.createElement("tr");
-    cell(tr, "no guests match").colSpan = 8;
+  if (!rows.length) {
+    const tr = el("tr");
+    const empty = state.clusters.filter((c) => c.health !== "ok" && c.health !== "partial");
+    cell(tr, empty.length ? `no guests shown; ${empty.map((c) => `${c.name} is ${c.health}`).join(", ")}`
+      : "no guests match").colSpan = 12;
     body.appendChild(tr);
   }
+  $("guest-count").textContent = `${rows.length} of ${state.guests.length}`;
+  for (const th of $("guests").tHead.querySelectorAll("th[data-col]")) {
+    if (th.dataset.col === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
+  }
+  const all = $("select-all");
+  all.checked = rows.length > 0 && rows.every((g) => state.selected.has(`${g.cluster}/${g.vmid}`));
+  if (focusKey) refocus(focusKey);
+  renderBulkBar();
 }
 
-// ---- actions ----------------------------------------------------------------------------------
+// ---- single actions ---------------------------------------------------------------------------
 const FORCE_LABEL = {
-  start: "force (no effect on start)",
   stop: "force: hard stop instead of a guest shutdown",
   restart: "force: reset (qemu) / stop and start (lxc) instead of a guest reboot",
 };
+const EXPLAIN = {
+  stop: "The guest is asked to shut down (ACPI / guest agent) and given the timeout.",
+  restart: "The guest is asked to reboot (ACPI / guest agent) and given the timeout.",
+};
 
 function askConfirm(guest, action) {
-  state.pending = { guest, action };
-  const label = guest.name ? `${guest.name} (${guest.type} ${guest.vmid})` : `${guest.type} ${guest.vmid}`;
-  $("confirm-title").textContent = `${action[0].toUpperCase()}${action.slice(1)} ${label}?`;
-  $("confirm-text").textContent = `Cluster ${guest.cluster}, node ${guest.node}, now ${guest.status}.`;
+  state.pending = { guest, action, opener: document.activeElement.dataset.focusKey };
+  $("confirm-title").textContent = `${action[0].toUpperCase()}${action.slice(1)} ${guestLabel(guest)}?`;
+  $("confirm-text").textContent = `Cluster ${guest.cluster}, node ${guest.node}, now ${guest.status}. ${EXPLAIN[action]}`;
   $("confirm-force").checked = false;
-  $("confirm-force").disabled = action === "start";
   $("confirm-force-label").textContent = FORCE_LABEL[action];
+  $("confirm-ok").textContent = `${action[0].toUpperCase()}${action.slice(1)} ${guest.name || guest.vmid}`;
   $("confirm").showModal();
+  $("confirm-cancel").focus();
 }
 
 async function runPending() {
   const p = state.pending;
   state.pending = null;
   if (!p) return;
-  const body = { force: $("confirm-force").checked && p.action !== "start" };
+  const body = { force: $("confirm-force").checked };
   const t = Number($("confirm-timeout").value);
   if (t >= 1 && t <= 3600) body.timeout_seconds = t;
+  await runAction(p.guest, p.action, body);
+  refocus(p.opener);
+}
+
+// The rows are redrawn every few seconds: focus goes back to the same control, found by its key.
+function refocus(focusKey) {
+  const again = focusKey && document.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+  if (again) again.focus();
+}
+
+async function runAction(g, action, body) {
   const key = (window.crypto && window.crypto.randomUUID) ? window.crypto.randomUUID()
     : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
   try {
-    const op = await api("POST", `clusters/${encodeURIComponent(p.guest.cluster)}/guests/${p.guest.vmid}/${p.action}`,
+    const op = await api("POST", `clusters/${encodeURIComponent(g.cluster)}/guests/${g.vmid}/${action}`,
                          body, { "Idempotency-Key": key });
-    say(`${p.action} ${p.guest.cluster}/${p.guest.vmid}: accepted (operation ${op.id})`, false);
+    say(`${action} ${g.cluster}/${g.vmid}: accepted (operation ${op.id})`, false);
     follow(op);
     await loadGuests();
   } catch (err) {
@@ -201,7 +376,7 @@ async function runPending() {
 
 function follow(op) {
   if (state.followed.has(op.id)) return;
-  const li = document.createElement("li");
+  const li = el("li");
   li.id = "follow-" + op.id;
   $("followed").appendChild(li);
   $("followed-empty").hidden = true;
@@ -218,22 +393,257 @@ function follow(op) {
         return;
       }
     } catch (err) {
-      li.textContent += " (" + explain(err) + ")";
+      li.appendChild(el("span", " (" + explain(err) + ")"));
     }
     window.setTimeout(tick, FOLLOW_MS);
   };
   window.setTimeout(tick, FOLLOW_MS);
 }
 
-function renderFollowed(li, op) {
-  li.dataset.status = op.status;
-  li.className = "status-" + op.status;
+function opText(op) {
   const force = op.force ? " (force)" : "";
   const name = op.resource_name ? ` ${op.resource_name}` : "";
   let text = `${op.operation}${force} ${op.cluster}/${op.resource_id}${name}: ${op.status}`;
   if (op.duration_seconds !== null) text += ` after ${op.duration_seconds} s`;
   if (op.error_message) text += ` — ${op.error_message}`;
-  li.textContent = text;
+  return text;
+}
+
+function logButton(op) {
+  return button("task log", () => openLog(op), { "class": "log", "data-op": op.id,
+    "aria-label": `task log of ${op.operation} ${op.cluster}/${op.resource_id}` });
+}
+
+function renderFollowed(li, op) {
+  li.dataset.status = op.status;
+  li.className = "status-" + op.status;
+  li.replaceChildren(el("span", opText(op)));
+  if (op.upid) li.appendChild(logButton(op));
+}
+
+// ---- task log ---------------------------------------------------------------------------------
+function openLog(op) {
+  if (state.log.timer) window.clearTimeout(state.log.timer);
+  state.log = { opId: op.id, shown: 0, timer: null };
+  $("log-title").textContent = `Task log: ${op.operation}${op.force ? " (force)" : ""} ${op.cluster}/${op.resource_id}`
+    + (op.resource_name ? ` ${op.resource_name}` : "");
+  $("log-meta").textContent = op.upid || "";
+  $("log-text").textContent = "";
+  $("log-text").dataset.lines = "0";
+  if (!$("log-dialog").open) $("log-dialog").showModal();
+  $("log-close").focus();
+  pollLog(op.id);
+}
+
+async function pollLog(opId) {
+  if (state.log.opId !== opId || !$("log-dialog").open) return;
+  let doc;
+  try {
+    doc = await api("GET", `operations/${opId}/log?start=${state.log.shown}&limit=${LOG_PAGE}`);
+  } catch (err) {
+    $("log-meta").textContent = explain(err);
+    return;
+  }
+  if (state.log.opId !== opId) return;
+  const pre = $("log-text");
+  let lines = doc.lines;
+  // PVE answers an empty log with one "no content" line: not a line to keep once the log grows
+  if (state.log.shown === 0 && doc.total === 1 && lines.length === 1 && lines[0].t === "no content") {
+    pre.textContent = "(no lines yet)";
+    lines = [];
+  } else if (state.log.shown === 0) {
+    pre.textContent = "";
+  }
+  for (const line of lines) {
+    pre.textContent += (pre.textContent ? "\n" : "") + line.t;
+    state.log.shown = Math.max(state.log.shown, line.n);
+  }
+  pre.dataset.lines = String(state.log.shown);
+  pre.dataset.status = doc.operation_status;
+  if (lines.length) pre.scrollTop = pre.scrollHeight;
+  const running = !TERMINAL.has(doc.operation_status);
+  $("log-meta").textContent = `${doc.upid} · node ${doc.node} · ${doc.total} line(s) · operation ${doc.operation_status}`
+    + (running ? " · refreshing" : "");
+  const more = doc.total > state.log.shown && lines.length > 0;
+  if (running || more) state.log.timer = window.setTimeout(() => pollLog(opId), more ? 0 : FOLLOW_MS);
+}
+
+// ---- bulk actions -----------------------------------------------------------------------------
+function renderBulkBar() {
+  const n = state.selected.size;
+  const busy = state.bulk.batches.length > 0 || state.bulk.plan !== null;
+  $("bulk").hidden = !state.canPower || (n === 0 && !busy);
+  $("bulk-count").textContent = `${n} selected`;
+  $("bulk-dry-run").disabled = n === 0 || state.bulk.batches.length > 0;
+}
+
+function selectedByCluster() {
+  const out = new Map();
+  for (const key of state.selected) {
+    const i = key.lastIndexOf("/");
+    const cluster = key.slice(0, i), vmid = Number(key.slice(i + 1));
+    if (!out.has(cluster)) out.set(cluster, []);
+    out.get(cluster).push(vmid);
+  }
+  return out;
+}
+
+function bulkBody(cluster, vmids, dryRun) {
+  const c = Number($("bulk-concurrency").value);
+  return { action: $("bulk-action").value, selector: { cluster, vmids }, force: $("bulk-force").checked,
+           dry_run: dryRun, concurrency: c >= 1 && c <= 64 ? Math.floor(c) : 4 };
+}
+
+function guestLine(x) {
+  const name = x.name ? ` ${x.name}` : "";
+  return `${x.cluster || "?"}/${x.vmid}${name}`;
+}
+
+async function dryRun() {
+  const action = $("bulk-action").value;
+  const wouldRun = [], skipped = [], warnings = [];
+  for (const [cluster, vmids] of selectedByCluster()) {
+    const plan = await api("POST", "actions", bulkBody(cluster, vmids, true));
+    wouldRun.push(...plan.would_run);
+    skipped.push(...plan.skipped);
+    warnings.push(...plan.warnings);
+  }
+  state.bulk.plan = { action, force: $("bulk-force").checked, wouldRun, skipped };
+  const ul = $("bulk-would-run"), sk = $("bulk-skipped");
+  ul.replaceChildren();
+  sk.replaceChildren();
+  for (const x of wouldRun) {
+    const li = el("li", `${guestLine(x)} — ${x.pve_calls.join(", then ")}`);
+    li.dataset.key = `${x.cluster}/${x.vmid}`;
+    ul.appendChild(li);
+  }
+  for (const x of skipped) {
+    const li = el("li", `${guestLine(x)} — ${x.message}`);
+    li.dataset.key = `${x.cluster}/${x.vmid}`;
+    li.dataset.reason = x.reason;
+    sk.appendChild(li);
+  }
+  if (!wouldRun.length) ul.appendChild(el("li", "nothing", "muted"));
+  if (!skipped.length) sk.appendChild(el("li", "nothing", "muted"));
+  const force = state.bulk.plan.force ? " (force)" : "";
+  $("bulk-plan-title").textContent = `Dry run: ${action}${force} — ${wouldRun.length} would run, ${skipped.length} skipped`
+    + (warnings.length ? ` (${warnings.join("; ")})` : "");
+  $("bulk-run").textContent = `Run ${action}${force} on ${wouldRun.length}`;
+  $("bulk-run").disabled = wouldRun.length === 0;
+  $("bulk-plan").hidden = false;
+  $("bulk-progress").hidden = true;
+  renderBulkBar();
+  $("bulk-run").disabled ? $("bulk-back").focus() : $("bulk-run").focus();
+}
+
+async function runBulk() {
+  const plan = state.bulk.plan;
+  if (!plan) return;
+  const byCluster = new Map();
+  for (const x of plan.wouldRun) {
+    if (!byCluster.has(x.cluster)) byCluster.set(x.cluster, []);
+    byCluster.get(x.cluster).push(x.vmid);
+  }
+  $("bulk-action").value = plan.action;
+  $("bulk-force").checked = plan.force;
+  state.bulk.batches = [];
+  state.bulk.skipped = plan.skipped;  // the dry run's skips are part of the result, with their reason
+  for (const [cluster, vmids] of byCluster) {
+    const batch = await api("POST", "actions", bulkBody(cluster, vmids, false));
+    state.bulk.batches.push(batch);
+  }
+  state.bulk.plan = null;
+  state.selected.clear();
+  $("bulk-plan").hidden = true;
+  $("bulk-progress").hidden = false;
+  $("bulk-cancel").hidden = false;
+  $("bulk-cancel").disabled = false;
+  $("bulk-done").hidden = true;
+  $("bulk-progress-title").textContent = `Bulk ${plan.action}${plan.force ? " (force)" : ""}`;
+  renderProgress();
+  renderGuests();
+  $("bulk-cancel").focus();
+  state.bulk.timer = window.setTimeout(pollBulk, FOLLOW_MS);
+}
+
+function renderProgress() {
+  const batches = state.bulk.batches;
+  let total = 0, finished = 0;
+  const counts = {};
+  const ul = $("bulk-results");
+  ul.replaceChildren();
+  for (const b of batches) {
+    total += b.total;
+    finished += b.finished;
+    for (const [s, n] of Object.entries(b.counts)) counts[s] = (counts[s] || 0) + n;
+    for (const op of b.operations) {
+      const li = el("li", null, "status-" + op.status);
+      li.dataset.key = `${op.cluster}/${op.resource_id}`;
+      li.dataset.status = op.status;
+      li.appendChild(el("span", opText(op)));
+      if (op.upid) li.appendChild(logButton(op));
+      ul.appendChild(li);
+    }
+  }
+  const seen = new Set();
+  for (const x of [...state.bulk.skipped, ...batches.flatMap((b) => b.skipped)]) {
+    const key = `${x.cluster}/${x.vmid}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const li = el("li", `${guestLine(x)}: skipped — ${x.message}`, "muted");
+    li.dataset.key = key;
+    li.dataset.status = "skipped";
+    ul.appendChild(li);
+  }
+  $("bulk-bar").max = Math.max(total, 1);
+  $("bulk-bar").value = finished;
+  const parts = Object.entries(counts).filter(([, n]) => n > 0).map(([s, n]) => `${n} ${s}`);
+  const done = batches.every((b) => b.status === "finished" || b.status === "cancelled");
+  $("bulk-progress-text").textContent = `${finished} of ${total} done` + (parts.length ? ` (${parts.join(", ")})` : "")
+    + (done ? "" : " · refreshing");
+  $("bulk-progress").dataset.state = done ? "done" : "running";
+  $("bulk-progress").dataset.finished = String(finished);
+  $("bulk-progress").dataset.total = String(total);
+  return done;
+}
+
+async function pollBulk() {
+  state.bulk.timer = null;
+  if (!state.bulk.batches.length) return;
+  try {
+    state.bulk.batches = await Promise.all(state.bulk.batches.map((b) => api("GET", `actions/${b.batch_id}`)));
+  } catch (err) {
+    say(explain(err), true);
+  }
+  if (renderProgress()) {
+    $("bulk-cancel").hidden = true;
+    $("bulk-done").hidden = false;
+    await Promise.all([loadGuests(), loadHistory()]);
+    return;
+  }
+  state.bulk.timer = window.setTimeout(pollBulk, FOLLOW_MS);
+}
+
+async function cancelBulk() {
+  $("bulk-cancel").disabled = true;
+  let n = 0;
+  const after = [];
+  for (const b of state.bulk.batches) {
+    const doc = await api("DELETE", `actions/${b.batch_id}`);
+    n += (doc.cancelled_now || []).length;
+    after.push(doc);
+  }
+  state.bulk.batches = after;
+  say(`cancelled ${n} action(s) that had not started; running ones go on`, false);
+  renderProgress();
+}
+
+function closeBulk() {
+  if (state.bulk.timer) window.clearTimeout(state.bulk.timer);
+  state.bulk = { plan: null, batches: [], skipped: [], timer: null };
+  $("bulk-plan").hidden = true;
+  $("bulk-progress").hidden = true;
+  renderBulkBar();
 }
 
 // ---- history ----------------------------------------------------------------------------------
@@ -266,7 +676,7 @@ async function loadHistory() {
   const body = $("history").tBodies[0];
   body.replaceChildren();
   for (const op of doc.operations) {
-    const tr = document.createElement("tr");
+    const tr = el("tr");
     tr.dataset.id = op.id;
     tr.dataset.key = `${op.cluster}/${op.resource_id}`;
     tr.dataset.status = op.status;
@@ -279,6 +689,8 @@ async function loadHistory() {
     cell(tr, op.user);
     cell(tr, op.duration_seconds === null ? "" : `${op.duration_seconds} s`);
     cell(tr, op.error_message || (op.batch_id ? `batch ${op.batch_id.slice(0, 8)}` : ""));
+    const td = cell(tr, "");
+    if (op.upid) td.appendChild(logButton(op));
     body.appendChild(tr);
   }
   const first = doc.total ? state.historyOffset + 1 : 0;
@@ -303,7 +715,28 @@ document.addEventListener("DOMContentLoaded", () => {
     if (value) signIn(value);
   });
   $("logout").addEventListener("click", () => signOut(""));
-  $("guest-filters").addEventListener("submit", guard(async () => { await loadClusters(); await loadGuests(); }));
+  $("guest-filters").addEventListener("submit", guard(loadGuests));
+  for (const id of ["g-text", "f-cluster", "f-type", "f-status"]) $(id).addEventListener("input", renderGuests);
+  for (const b of document.querySelectorAll("button.sort")) {
+    b.addEventListener("click", () => {
+      const key = b.dataset.sort;
+      state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
+      renderGuests();
+    });
+  }
+  $("select-all").addEventListener("change", () => {
+    for (const g of visibleGuests()) {
+      const key = `${g.cluster}/${g.vmid}`;
+      if ($("select-all").checked) state.selected.add(key); else state.selected.delete(key);
+    }
+    renderGuests();
+  });
+  $("bulk-dry-run").addEventListener("click", guard(dryRun));
+  $("bulk-run").addEventListener("click", guard(runBulk));
+  $("bulk-back").addEventListener("click", () => { state.bulk.plan = null; $("bulk-plan").hidden = true; renderBulkBar(); });
+  $("bulk-cancel").addEventListener("click", guard(cancelBulk));
+  $("bulk-done").addEventListener("click", closeBulk);
+  $("bulk-clear").addEventListener("click", () => { state.selected.clear(); renderGuests(); });
   $("history-filters").addEventListener("submit", guard(async () => { state.historyOffset = 0; await loadHistory(); }));
   $("history-prev").addEventListener("click", guard(async () => {
     state.historyOffset = Math.max(0, state.historyOffset - PAGE);
@@ -313,11 +746,29 @@ document.addEventListener("DOMContentLoaded", () => {
     state.historyOffset += PAGE;
     await loadHistory();
   }));
-  $("confirm-cancel").addEventListener("click", () => { state.pending = null; $("confirm").close(); });
+  $("confirm-cancel").addEventListener("click", () => {
+    const p = state.pending;
+    state.pending = null;
+    $("confirm").close();
+    if (p) refocus(p.opener);
+  });
   $("confirm-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     $("confirm").close();
     runPending();
+  });
+  $("log-close").addEventListener("click", () => $("log-dialog").close());
+  $("log-dialog").addEventListener("close", () => {
+    if (state.log.timer) window.clearTimeout(state.log.timer);
+    state.log = { opId: null, shown: 0, timer: null };
+  });
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    const typing = t instanceof HTMLInputElement || t instanceof HTMLSelectElement || t instanceof HTMLTextAreaElement;
+    if (ev.key === "/" && !typing && !$("app").hidden) {
+      ev.preventDefault();
+      $("g-text").focus();
+    }
   });
   const saved = token();
   if (saved) signIn(saved);
