@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench bench-full monitoring monitoring-check clean
+.PHONY: install demo test lint bench bench-full monitoring monitoring-check screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ monitoring-check: install
 	$(PY) alerts/generate.py --check
 	promtool check rules alerts/pve-exporter.rules.yml
 	promtool test rules alerts/tests/*.yml
+
+# The control page's screenshots in docs/img/ (README), taken by its headless Chromium tests.
+screenshots: install
+	PVE_EXPORTER_SCREENSHOTS=docs/img $(PY) -m pytest -q -p no:cacheprovider tests/test_control_page.py
 
 # Benchmarks print figures and ratios (not tests). They need curl and openssl; vs_ppe installs
 # prometheus-pve-exporter from PyPI into /tmp/venv-pve the first time.

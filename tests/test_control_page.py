@@ -1,7 +1,8 @@
 """The control page in a real headless Chromium (Debian `chromium` + `chromium-driver`, via selenium),
 against the daemon and the simulator on 127.0.0.1: sign in, the cluster header and guest figures,
 state-aware buttons, a confirmed stop that ends `succeeded`, a task log that grows, a bulk dry run
-then run then cancel, and a read-only token that sees no power buttons. Screenshots go to docs/img/.
+then run then cancel, and a read-only token that sees no power buttons. The screenshots go to the test's
+temp directory, or to $PVE_EXPORTER_SCREENSHOTS (`make screenshots` refreshes the committed docs/img/).
 
 Locally it skips when Chromium is not installed; under CI=true a missing browser fails (.ci/run installs it).
 Chromium runs with --no-sandbox: its sandbox cannot start as root (containers, CI).
@@ -21,7 +22,7 @@ from tests.controlharness import TOKENS
 from tests.servers import require_binary, wait_until
 from tests.threadstack import ThreadedStack
 
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+SCREENSHOTS = os.environ.get("PVE_EXPORTER_SCREENSHOTS")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,800", "--hide-scrollbars"]  # fmt: skip
@@ -57,6 +58,7 @@ class Page:
 
         self.d = driver
         self.stack = stack
+        self.img = Path(SCREENSHOTS) if SCREENSHOTS else stack.tmp / "screenshots"
         self.by = By.CSS_SELECTOR
 
     def find(self, css: str) -> Any:
@@ -97,8 +99,9 @@ class Page:
         self.stack.run(self.stack.daemon.clusters["lab"].poller.run_once())
 
     def shot(self, name: str) -> None:
-        IMG.mkdir(parents=True, exist_ok=True)
-        assert self.d.save_screenshot(str(IMG / name))
+        self.img.mkdir(parents=True, exist_ok=True)
+        assert self.d.save_screenshot(str(self.img / name))
+        assert (self.img / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def api(stack: ThreadedStack, path: str, *, method: str = "GET", body: Any = None, who: str = "viewer") -> Any:
