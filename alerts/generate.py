@@ -88,6 +88,15 @@ THRESHOLDS: dict[str, Any] = {
     "replication_failed_for": "5m",
     "replication_late_seconds": 1800,  # next_sync this far in the past
     "replication_late_for": "15m",
+    # Proxmox Backup Server (label `server` instead of `cluster`)
+    "pbs_down_for": "5m",
+    "pbs_datastore_almost_full_ratio": 0.85,
+    "pbs_datastore_almost_full_for": "15m",
+    "pbs_datastore_full_horizon_seconds": 7 * 86400,  # PBS's own estimate of the date it is full
+    "pbs_datastore_full_soon_for": "1h",
+    "pbs_gc_failed_for": "5m",
+    "pbs_job_failed_for": "5m",
+    "pbs_verify_failed_for": "5m",
     # InfluxDB output (self-metrics per `output`, no cluster label)
     "influx_window": "10m",
     "influx_failing_for": "10m",
@@ -325,7 +334,8 @@ RULES: list[tuple[str, list[dict[str, Any]]]] = [
                        "is {{ $value | humanizeDuration }} old",
             "description": "{{ $labels.type }} guest {{ $labels.name }} ({{ $labels.id }}) on node "
                            "{{ $labels.node }} of cluster {{ $labels.cluster }} was last backed up "
-                           "{{ $value | humanizeDuration }} ago (its newest backup on any backup storage; more than "
+                           "{{ $value | humanizeDuration }} ago (its newest backup on any backup storage or linked "
+                           "Proxmox Backup Server; more than "
                            "%(backup_max_age)s): its backup job fails, is disabled or no longer includes it. "
                            "Guests without any backup are PveGuestNotBackedUp's concern; templates do not alert.",
         },
@@ -503,6 +513,70 @@ RULES: list[tuple[str, list[dict[str, Any]]]] = [
                            "%(replication_late_seconds)s s): pvescheduler is not running it.",
         },
     ]),
+    ("pve-exporter.pbs", [
+        {
+            "alert": "PbsDown",
+            "expr": "pbs_up == 0",
+            "for": "pbs_down_for",
+            "severity": "critical",
+            "summary": "pve_exporter cannot reach Proxmox Backup Server {{ $labels.server }}",
+            "description": "No endpoint of Proxmox Backup Server {{ $labels.server }} has answered /version for "
+                           "%(pbs_down_for)s (down, a wrong token, or a certificate that is not the pinned one: "
+                           "pve_exporter_pbs_collector_error_info names the kind). Its last good data is served for "
+                           "a bounded time, then dropped.",
+        },
+        {
+            "alert": "PbsDatastoreAlmostFull",
+            "expr": "pbs_datastore_used_bytes / (pbs_datastore_size_bytes > 0) > %(pbs_datastore_almost_full_ratio)s",
+            "for": "pbs_datastore_almost_full_for",
+            "severity": "warning",
+            "summary": "Datastore {{ $labels.datastore }} of backup server {{ $labels.server }} is "
+                       "{{ $value | humanizePercentage }} full",
+            "description": "Datastore {{ $labels.datastore }} on Proxmox Backup Server {{ $labels.server }} is more "
+                           "than %(pbs_datastore_almost_full_pct)s full. When it is full, backups fail.",
+        },
+        {
+            "alert": "PbsDatastoreFullSoon",
+            "expr": "pbs_datastore_estimated_full_timestamp_seconds - time() < %(pbs_datastore_full_horizon_seconds)s",
+            "for": "pbs_datastore_full_soon_for",
+            "severity": "warning",
+            "summary": "Datastore {{ $labels.datastore }} of backup server {{ $labels.server }} is full in "
+                       "{{ $value | humanizeDuration }}",
+            "description": "Proxmox Backup Server {{ $labels.server }} estimates from a month of usage that datastore "
+                           "{{ $labels.datastore }} is full in {{ $value | humanizeDuration }} (within "
+                           "%(pbs_datastore_full_horizon)s).",
+        },
+        {
+            "alert": "PbsGarbageCollectionFailed",
+            "expr": "pbs_gc_last_run_success == 0",
+            "for": "pbs_gc_failed_for",
+            "severity": "warning",
+            "summary": "Garbage collection of datastore {{ $labels.datastore }} on {{ $labels.server }} failed",
+            "description": "The last garbage collection of datastore {{ $labels.datastore }} on Proxmox Backup "
+                           "Server {{ $labels.server }} failed: pruned backups do not free space.",
+        },
+        {
+            "alert": "PbsJobFailed",
+            "expr": "pbs_job_last_run_success == 0",
+            "for": "pbs_job_failed_for",
+            "severity": "warning",
+            "summary": "{{ $labels.job_type }} job {{ $labels.job_id }} on {{ $labels.server }} failed",
+            "description": "The last run of {{ $labels.job_type }} job {{ $labels.job_id }} (datastore "
+                           "{{ $labels.datastore }}) on Proxmox Backup Server {{ $labels.server }} failed.",
+        },
+        {
+            "alert": "PbsBackupVerificationFailed",
+            "expr": "pbs_backup_group_last_verified_ok == 0",
+            "for": "pbs_verify_failed_for",
+            "severity": "critical",
+            "summary": "The last verified backup of {{ $labels.backup_type }}/{{ $labels.backup_id }} on "
+                       "{{ $labels.server }} is corrupt",
+            "description": "The newest verified snapshot of backup group {{ $labels.backup_type }}/"
+                           "{{ $labels.backup_id }} (namespace '{{ $labels.namespace }}', datastore "
+                           "{{ $labels.datastore }}) on Proxmox Backup Server {{ $labels.server }} failed "
+                           "verification: a restore from it may fail.",
+        },
+    ]),
     ("pve-exporter.influxdb", [
         {
             "alert": "PveInfluxWriteFailing",
@@ -581,6 +655,8 @@ def template_values(thresholds: dict[str, Any]) -> dict[str, Any]:
     values["storage_fill_min_pct"] = _pct(thresholds["storage_fill_min_ratio"])
     values["storage_fill_horizon"] = _duration_words(int(thresholds["storage_fill_horizon_seconds"]))
     values["backup_max_age"] = _duration_words(int(thresholds["backup_max_age_seconds"]))
+    values["pbs_datastore_almost_full_pct"] = _pct(thresholds["pbs_datastore_almost_full_ratio"])
+    values["pbs_datastore_full_horizon"] = f"{thresholds['pbs_datastore_full_horizon_seconds'] / 86400:g} days"
     return values
 
 

@@ -1067,6 +1067,95 @@ def operations() -> dict[str, Any]:
     )
 
 
+# -- Backups: Proxmox Backup Servers and every guest's last backup (Prometheus) ----------------
+
+S = 'server=~"$server"'
+
+
+def backups() -> dict[str, Any]:
+    ds_key = ["server", "datastore"]
+    job_key = ["server", "job_type", "job_id", "datastore"]
+    group_key = ["server", "datastore", "namespace", "backup_type", "backup_id", "id"]
+    verified = f"pbs_backup_group_last_verified_ok{{{S}}}"
+    panels: list[dict[str, Any]] = [
+        row("Backup servers"),
+        stat("Backup servers up", "Whether each Proxmox Backup Server's API answered in the exporter's last cycle "
+             "(PbsDown fires after 5 minutes down).", "none",
+             [prom(f"pbs_up{{{S}}}", "{{server}}", instant=True)], mappings=UP_MAPPING,
+             steps=thresholds((None, "red"), (1, "green")), w=8),
+        stat("Failed verifications", "Backup groups whose newest verified snapshot failed verification "
+             "(PbsBackupVerificationFailed).", "none",
+             [prom(f"count by (server) ({verified} == 0) or on (server) 0 * pbs_up{{{S}}}", "{{server}}",
+                   instant=True)], steps=BAD_IF_ANY, decimals=0, w=8),
+        stat("Failed jobs", "Verify, prune and sync jobs whose last run failed (PbsJobFailed), plus garbage "
+             "collections that failed (PbsGarbageCollectionFailed).", "none",
+             [prom(f"count by (server) (pbs_job_last_run_success{{{S}}} == 0 or pbs_gc_last_run_success{{{S}}} == 0) "
+                   f"or on (server) 0 * pbs_up{{{S}}}", "{{server}}", instant=True)],
+             steps=BAD_IF_ANY, decimals=0, w=8),
+        row("Datastore usage and forecast"),
+        table("Datastores", "Size and use of each datastore, and when PBS expects it to be full (its linear "
+              "regression over the last month; empty while usage is not growing). PbsDatastoreAlmostFull fires above "
+              "85 %, PbsDatastoreFullSoon within 7 days.",
+              [("used", prom(f"pbs_datastore_used_bytes{{{S}}} / (pbs_datastore_size_bytes{{{S}}} > 0)"),
+                {"unit": "percentunit", "thresholds": RATIO_STEPS}),
+               ("size", prom(f"pbs_datastore_size_bytes{{{S}}}"), {"unit": "bytes"}),
+               ("available", prom(f"pbs_datastore_available_bytes{{{S}}}"), {"unit": "bytes"}),
+               ("full in", prom(f"pbs_datastore_estimated_full_timestamp_seconds{{{S}}} - time()"),
+                {"unit": "dtdurations"})],
+              keys=ds_key, h=7),
+        ts("Datastore usage", "Used share of each datastore over time.", "percentunit",
+           [prom(f"pbs_datastore_used_bytes{{{S}}} / (pbs_datastore_size_bytes{{{S}}} > 0)",
+                 "{{server}} · {{datastore}}")], min=0, max=1),
+        ts("Time until full (PBS estimate)", "PBS's own estimate of the time left until each growing datastore is "
+           "full.", "s",
+           [prom(f"pbs_datastore_estimated_full_timestamp_seconds{{{S}}} - time()", "{{server}} · {{datastore}}")]),
+        row("Jobs and garbage collection"),
+        table("Jobs", "Verify, prune and sync jobs: whether the last run succeeded, when it ended and when the job "
+              "runs next.",
+              [("last run ok", prom(f"pbs_job_last_run_success{{{S}}}"),
+                {"mappings": mapping({"0": ("failed", "red"), "1": ("ok", "green")})}),
+               ("last run", prom(f"pbs_job_last_run_timestamp_seconds{{{S}}} * 1000"), {"unit": "dateTimeAsIso"}),
+               ("next run", prom(f"pbs_job_next_run_timestamp_seconds{{{S}}} * 1000"), {"unit": "dateTimeAsIso"})],
+              keys=job_key, h=7),
+        table("Garbage collection", "The last garbage collection of each datastore: success, end time, bytes it "
+              "removed and bytes it kept for safety (freed by the next run).",
+              [("last run ok", prom(f"pbs_gc_last_run_success{{{S}}}"),
+                {"mappings": mapping({"0": ("failed", "red"), "1": ("ok", "green")})}),
+               ("last run", prom(f"pbs_gc_last_run_timestamp_seconds{{{S}}} * 1000"), {"unit": "dateTimeAsIso"}),
+               ("removed", prom(f"pbs_gc_removed_bytes{{{S}}}"), {"unit": "bytes"}),
+               ("pending", prom(f"pbs_gc_pending_bytes{{{S}}}"), {"unit": "bytes"})],
+              keys=ds_key, h=7),
+        row("Guests' last backup, every source"),
+        table("Last backup per guest", "Age of each guest's newest backup from every source: the cluster's backup "
+              f"storages and the backup servers linked to it. Orange above {BACKUP_MAX_AGE_SECONDS // 3600} hours, "
+              "where PveGuestBackupTooOld fires; guests (not templates) with no backup on any source show "
+              "*never*.",
+              [("last backup age", prom(guest_row(BACKUP_AGE)),
+                {"unit": "s", "thresholds": BACKUP_AGE_STEPS, "custom.cellOptions": {"type": "color-text"}}),
+               ("never backed up", prom(f'max by (cluster, id, {GUEST_LABELS}) (pve_guest_info{{{C}, node=~"$node", '
+                                        f'name=~"$guest", template="0"}}) unless on (cluster, id) '
+                                        f"pve_guest_last_backup_timestamp_seconds{{{C}}}"),
+                {"mappings": mapping({"1": ("never", "red")})})],
+              keys=["cluster", "name", "id", "node", "type"], links={"name": ("Guest", GUEST_URL)}),
+        row("Backup groups and verification"),
+        table("Backup groups", "Every backup group on the selected servers: snapshots, the newest one's age and "
+              "size, and whether the newest verified snapshot passed (empty: never verified).",
+              [("snapshots", prom(f"pbs_backup_group_snapshots{{{S}}}"), {"decimals": 0}),
+               ("last backup age", prom(f"time() - pbs_backup_group_last_backup_timestamp_seconds{{{S}}}"),
+                {"unit": "s", "thresholds": BACKUP_AGE_STEPS}),
+               ("last size", prom(f"pbs_backup_group_last_size_bytes{{{S}}}"), {"unit": "bytes"}),
+               ("verified", prom(verified), {"mappings": mapping({"0": ("failed", "red"), "1": ("ok", "green")})})],
+              keys=group_key, h=10),
+    ]
+    server_var = query_var("server", "Backup server", "label_values(pbs_up, server)", PROM)
+    return dashboard(
+        "pve-backups", "Proxmox VE backups",
+        "Proxmox Backup Servers (datastores and their forecast, jobs, garbage collection, verification) and the "
+        "newest backup of every guest across its cluster's backup storages and linked backup servers.",
+        "prometheus", [PROM_VARS["cluster"], PROM_VARS["node"], PROM_VARS["guest"], server_var], panels,
+    )
+
+
 # -- Proxmox VE overview (InfluxDB, InfluxQL over PVE's schema) --------------------------------
 
 IC = '"cluster" =~ /^$cluster$/'
@@ -1178,6 +1267,7 @@ DASHBOARDS = {
     "pve-node.json": node_detail,
     "pve-guest.json": guest_detail,
     "pve-operations.json": operations,
+    "pve-backups.json": backups,
     "pve-influxdb.json": influx_overview,
 }
 

@@ -23,6 +23,7 @@ from types import ModuleType
 from pve_exporter.app import Daemon
 from pve_exporter.settings import Settings
 from pve_exporter.simulator import SimulatorServer, build_simulator
+from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs
 from tests.controlharness import control_cfg
 from tests.servers import free_port
 from tests.simharness import FixedClock, cluster_cfg
@@ -99,10 +100,14 @@ async def _collect() -> Collected:
     sim.cluster("prod").add_fault("http_error", path="/cluster/config/qdevice", status=500)
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pve-exposition-") as tmp:
-        async with SimulatorServer(sim) as server:
+        async with SimulatorServer(sim) as server, PbsServer(SimPbs(sim, "backup1", ["lab"])) as pbs:
+            # A backup server linked to lab, one of its collectors failing (error_info is there too).
+            pbs.pbs.faults.add("forbidden", path="/admin/datastore/store2/snapshots")
             settings = Settings(
                 listen="127.0.0.1:0",
                 clusters=[cluster_cfg(name, [url]) for name, url in server.urls.items()],
+                backup_servers=[{"name": "backup1", "endpoints": [pbs.url], "token_id": PBS_TOKEN_ID,
+                                 "token_secret": PBS_TOKEN_SECRET, "clusters": ["lab"]}],
                 influxdb={
                     "api": "v1", "url": f"http://127.0.0.1:{free_port()}", "database": "pve",
                     "spool_dir": str(Path(tmp) / "spool"), "timeout_seconds": 1, "flush_interval_seconds": 0,
@@ -115,6 +120,8 @@ async def _collect() -> Collected:
             try:
                 _record_operations(daemon)
                 for _ in range(3):  # three cycles 15 s apart: rates and derivatives have points to work on
+                    for bs in daemon.pbs.servers.values():
+                        await bs.poller.run_once()
                     for name, rt in daemon.clusters.items():
                         await rt.poller.run_once()
                         snap = daemon.store.get(name)
@@ -124,7 +131,7 @@ async def _collect() -> Collected:
                 deadline = time.monotonic() + 15
                 body = ""
                 while time.monotonic() < deadline:  # the writer fails against the closed port
-                    body = daemon.metrics_body(sorted(daemon.clusters), False).decode()
+                    body = daemon.metrics_body(sorted(daemon.clusters), False, sorted(daemon.pbs.servers)).decode()
                     if "pve_exporter_influx_failures_total{" in body:
                         break
                     await asyncio.sleep(0.05)

@@ -39,13 +39,14 @@ EXPECTED = {  # file → (uid, datasource type, query variables that must exist)
     "pve-node.json": ("pve-node", "prometheus", {"cluster", "node", "guest"}),
     "pve-guest.json": ("pve-guest", "prometheus", {"cluster", "node", "guest"}),
     "pve-operations.json": ("pve-operations", "prometheus", {"cluster"}),
+    "pve-backups.json": ("pve-backups", "prometheus", {"cluster", "node", "guest", "server"}),
     "pve-influxdb.json": ("pve-influxdb", "influxdb", {"cluster", "node", "guest"}),
 }
 UNITS = {"percentunit", "percent", "bytes", "decbytes", "Bps", "binBps", "bps", "s", "ms", "dtdurations", "none",
          "short", "reqps", "ops", "dateTimeAsIso", "dateTimeAsIsoNoDateIfToday"}
 # Substitutions that make a panel's query a plain PromQL / InfluxQL expression (Grafana's All = .*).
 PROM_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$cluster": ".*", "$node": ".*",
-             "$guest": ".*", "$action": ".*"}
+             "$guest": ".*", "$action": ".*", "$server": ".*"}
 
 
 def load(name: str) -> dict[str, Any]:
