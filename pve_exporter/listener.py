@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import resource
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -35,8 +35,12 @@ log = structlog.get_logger("pve_exporter.listener")
 
 MAX_LINE_SIZE = 8190  # request line and each header line, bytes (aiohttp's default)
 MAX_FIELD_SIZE = 8190
-# Descriptors beyond the cap: asyncio accepts up to a whole listen backlog (128) in one go before any
-# connection_made can close an evicted one, plus PVE/InfluxDB connections, the history database, the spool.
+# asyncio accepts up to a whole listen backlog per loop iteration, and an evicted connection's socket
+# closes only two or three iterations after the accept that evicted it: a flood holds about four
+# backlogs of sockets beyond the cap. A small backlog keeps that bounded (a scrape target needs few).
+LISTEN_BACKLOG = 32
+# Descriptors beyond the cap: those accept bursts (4 x 32), plus PVE/InfluxDB connections, the history
+# database, the spool, the event loop's own.
 FD_RESERVE = 256
 
 
@@ -195,10 +199,11 @@ class GuardedRunner(web.AppRunner):
 
 
 class GuardedSite(web.TCPSite):
-    """A TCPSite whose TLS handshake must finish within the header timeout (asyncio's default is 60 s)."""
+    """A TCPSite with a small listen backlog (see LISTEN_BACKLOG) whose TLS handshake must finish within
+    the header timeout (asyncio's default is 60 s)."""
 
     def __init__(self, runner: GuardedRunner, host: str, port: int, *, ssl_context: Any = None) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True, backlog=LISTEN_BACKLOG)
         self._handshake_timeout = runner.limits.header_timeout
 
     async def start(self) -> None:
@@ -214,9 +219,13 @@ class GuardedSite(web.TCPSite):
         )  # fmt: skip
 
 
-def raise_fd_limit(limits: ListenerLimits) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard one (as Go programs do); warn when the connection cap
-    and FD_RESERVE do not fit under it. Returns the (soft, hard) limits now in force."""
+MIN_CONNECTIONS = 16
+
+
+def fit_to_open_file_limit(limits: ListenerLimits) -> ListenerLimits:
+    """Raise the soft RLIMIT_NOFILE to the hard one (as Go programs do); when the connection cap plus
+    FD_RESERVE still does not fit under it, lower the cap (at least MIN_CONNECTIONS) and say so.
+    Returns the limits to use."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -225,9 +234,11 @@ def raise_fd_limit(limits: ListenerLimits) -> tuple[int, int]:
             soft = target
         except (ValueError, OSError):
             pass
-    if limits.max_connections + FD_RESERVE > soft:
-        log.warning(
-            "web.max_connections does not fit the open-file limit; lower it or raise LimitNOFILE / ulimit -n",
-            max_connections=limits.max_connections, open_file_limit=soft, reserve=FD_RESERVE,
-        )  # fmt: skip
-    return soft, hard
+    if limits.max_connections + FD_RESERVE <= soft:
+        return limits
+    cap = max(soft - FD_RESERVE, MIN_CONNECTIONS)
+    log.warning(
+        "web.max_connections lowered to fit the open-file limit; raise LimitNOFILE / ulimit -n for more",
+        configured=limits.max_connections, max_connections=cap, open_file_limit=soft, reserve=FD_RESERVE,
+    )  # fmt: skip
+    return replace(limits, max_connections=cap)
