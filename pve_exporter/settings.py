@@ -310,7 +310,7 @@ class WebSettings(Strict):
     max_connections: int = Field(
         default=512, ge=4, le=1_000_000,
         description="Open connections at most; a new one beyond closes the least recently active idle one "
-        "(or is refused when all are busy). Keep it under the open-file limit (LimitNOFILE) minus 256",
+        "(or is refused when all are busy). Lowered at start to the open-file limit (LimitNOFILE) minus 256",
     )
     request_timeout_seconds: float = Field(
         default=120.0, gt=0, le=86_400,
