@@ -16,7 +16,14 @@ from collections.abc import Sequence
 import yaml
 
 from pve_exporter import __version__, logs
-from pve_exporter.settings import ConfigError, load_settings, masked, permission_warnings, readable_by_others
+from pve_exporter.settings import (
+    ConfigError,
+    config_notes,
+    load_settings,
+    masked,
+    permission_warnings,
+    readable_by_others,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "hash-token", "check-dashboard", "check-rules")
@@ -29,7 +36,8 @@ def _run_parser() -> argparse.ArgumentParser:
         epilog="Subcommands: demo | simulate | check-config FILE | hash-token | check-dashboard FILE.json | "
         "check-rules FILE.yml (pve-exporter SUBCOMMAND --help)",
     )
-    p.add_argument("--config", "-c", required=True, help="YAML config file (see README)")
+    p.add_argument("--config", "-c", help="YAML config file (see README); optional when the environment "
+                   "defines the clusters (PVE_EXPORTER_CLUSTERS='[{...}]')")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="overrides logging.format")
     p.add_argument(
@@ -70,7 +78,8 @@ def cmd_run(argv: Sequence[str]) -> int:
         print(f"pve-exporter: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     if not settings.clusters:
-        print("pve-exporter: invalid configuration:\nclusters: at least one cluster is required", file=sys.stderr)
+        print("pve-exporter: invalid configuration:\nclusters: at least one cluster is required (in --config FILE, "
+              "or in the environment: PVE_EXPORTER_CLUSTERS='[{\"name\": ...}]')", file=sys.stderr)
         return EXIT_CONFIG
     web_config = None
     web_file = args.web_config_file or settings.web_config_file
@@ -83,7 +92,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             print(f"pve-exporter: invalid web configuration:\n{exc}", file=sys.stderr)
             return EXIT_CONFIG
     _configure_logging(settings.logging, args.log_level, args.log_format)
-    warnings = permission_warnings(args.config, settings)
+    warnings = config_notes(settings) + permission_warnings(args.config, settings)
     warnings += readable_by_others(web_config.secret_files()) if web_config is not None else []
     for warning in warnings:
         _warn(warning)
@@ -95,14 +104,17 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 def cmd_check_config(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="pve-exporter check-config", description="Validate a config file.")
-    p.add_argument("file")
+    p.add_argument("file", nargs="?", help="the config file (none: the environment alone)")
     p.add_argument("--json", action="store_true", help="print the effective config as JSON instead of YAML")
     args = p.parse_args(argv)
+    source = args.file or "environment"
     try:
         settings = load_settings(args.file)
     except ConfigError as exc:
-        print(f"{args.file}: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"{source}: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    for note in config_notes(settings):
+        print(f"note: {note}", file=sys.stderr)
     for warning in permission_warnings(args.file, settings):
         print(f"warning: {warning}", file=sys.stderr)
     doc = masked(settings)
@@ -110,7 +122,7 @@ def cmd_check_config(argv: Sequence[str]) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(yaml.safe_dump(doc, sort_keys=False), end="")
-    print(f"{args.file}: OK ({len(settings.clusters)} cluster(s))", file=sys.stderr)
+    print(f"{source}: OK ({len(settings.clusters)} cluster(s))", file=sys.stderr)
     return EXIT_OK
 
 

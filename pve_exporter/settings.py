@@ -8,13 +8,15 @@ echoes a secret: values of secret-shaped keys are never quoted, URL userinfo and
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import socket
 import stat
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -41,6 +43,20 @@ PBS_PORT = 8007  # Proxmox Backup Server API
 SECRET_KEYS = frozenset({"token_secret", "token", "password", "dsn", "secret"})  # their values are never shown
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
 _TOKEN_ID_SECRET = re.compile(r"(![A-Za-z0-9._-]*)\s*[=:].*", re.S)
+AUTH_DELAY_SECONDS = 3.0  # pveproxy answers every failed authentication after this delay
+# Notes about accepted-but-adjusted values, collected while `load_settings` validates (see `config_notes`).
+_NOTES: ContextVar[list[str] | None] = ContextVar("config_notes", default=None)
+
+
+def _endpoint(raw: str, default_port: int = 8006) -> str:
+    """normalize_endpoint, noting a trimmed `/api2/json` (the client adds it to every path itself)."""
+    path = urlsplit(raw.strip() if "://" in raw else "https://" + raw.strip()).path.rstrip("/")
+    url = normalize_endpoint(raw, default_port)
+    notes = _NOTES.get()
+    if path == "/api2/json" and notes is not None:
+        notes.append(f"endpoint {raw.strip()!r}: the /api2/json path was trimmed to {url} (it is added to every "
+                     "request)")  # fmt: skip
+    return url
 
 
 class ConfigError(Exception):
@@ -107,7 +123,7 @@ class ClusterSettings(Strict):
         out = []
         for e in v:
             try:
-                out.append(normalize_endpoint(e))
+                out.append(_endpoint(e))
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         return out
@@ -118,7 +134,7 @@ class ClusterSettings(Strict):
         out = {}
         for node, e in v.items():
             try:
-                out[node] = normalize_endpoint(e)
+                out[node] = _endpoint(e)
             except ValueError as exc:
                 raise ValueError(f"{node}: {exc}") from None
         return out
@@ -213,7 +229,7 @@ class BackupServerSettings(Strict):
         out = []
         for e in v:
             try:
-                out.append(normalize_endpoint(e, default_port=PBS_PORT))
+                out.append(_endpoint(e, default_port=PBS_PORT))
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         return out
@@ -602,6 +618,8 @@ class Settings(BaseSettings):
         default=None, description="Replicas sharing the targets through PostgreSQL leases (README: Scaling out)"
     )
 
+    _notes: list[str] = PrivateAttr(default_factory=list)  # from load_settings: see config_notes()
+
     def owns(self, name: str) -> bool:
         """Whether this replica polls the target `name` (always, without `shard`)."""
         return owned(name, self.shard.index if self.shard else None, self.shard.total if self.shard else None)
@@ -729,7 +747,7 @@ def format_validation_error(exc: ValidationError) -> str:
         for value in _secret_input(err):
             msg = msg.replace(value, MASK)
         if err.get("type") == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(tuple(err.get("loc", ())))
         head = msg.split(": ", 1)[0]
         if head.startswith("clusters["):
             lines.append(msg)  # the validator already named the full key
@@ -740,6 +758,45 @@ def format_validation_error(exc: ValidationError) -> str:
         else:
             lines.append(msg)
     return "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the last key of `loc` (list indexes and Optional unwrapped)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *get_args(field.annotation)]
+        candidates += [a for c in list(candidates) for a in get_args(c)]
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """`; did you mean `interval_seconds`?` for a misspelt key, from the keys its section knows."""
+    model = _model_at(loc)
+    if model is None or not loc or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def config_notes(settings: Settings) -> list[str]:
+    """Things the config got away with that its author should know: trimmed endpoints, timeouts so
+    short that PVE's delayed answer to a bad token would look like a timeout."""
+    notes = list(settings._notes)
+    for i, c in enumerate(settings.clusters):
+        if c.timeout_seconds <= AUTH_DELAY_SECONDS:
+            notes.append(f"clusters[{i}].timeout_seconds: {c.timeout_seconds:g} s is too short: PVE answers a wrong "
+                         f"or revoked token only after {AUTH_DELAY_SECONDS:g} s, so it would look like a timeout "
+                         "instead of a clear 401; use 5 or more")  # fmt: skip
+    return notes
 
 
 def load_settings(path: str | Path | None, *, data: dict[str, Any] | None = None) -> Settings:
@@ -761,10 +818,16 @@ def load_settings(path: str | Path | None, *, data: dict[str, Any] | None = None
             raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of keys (listen, clusters, ...)")
+    notes: list[str] = []
+    token = _NOTES.set(notes)
     try:
-        return Settings(**raw)
+        settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    finally:
+        _NOTES.reset(token)
+    settings._notes.extend(notes)
+    return settings
 
 
 def _mask(doc: Any) -> Any:
@@ -778,6 +841,9 @@ def _mask(doc: Any) -> Any:
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data with every secret-shaped key's value replaced by `********`."""
     doc = settings.model_dump(mode="json")
+    for key, models in (("clusters", settings.clusters), ("backup_servers", settings.backup_servers)):
+        for entry, model in zip(doc.get(key) or (), models, strict=False):
+            entry["stale_after_seconds"] = model.stale_after  # the computed default, not null
     influx = doc.get("influxdb")
     if influx:
         influx["schema"] = influx.pop("schema_name", "pve")  # the YAML key
