@@ -92,7 +92,8 @@ def _plan_per_ns(what: str) -> PlanFn:
     return plan
 
 
-def build_pbs_collectors() -> tuple[PbsCollector, ...]:
+def build_pbs_collectors(every: float = MINUTE) -> tuple[PbsCollector, ...]:
+    """`every`: how often GC, jobs, failed tasks, namespaces and groups are read (collect.node_interval_seconds)."""
     return (
         PbsCollector("version", "fast", _fixed(VERSION), lambda v: p.parse_version(v.own.get(VERSION.key))),
         PbsCollector("node", "fast", _fixed(NODE_STATUS), lambda v: p.parse_node_status(v.own.get(NODE_STATUS.key))),
@@ -102,24 +103,24 @@ def build_pbs_collectors() -> tuple[PbsCollector, ...]:
         ),
         PbsCollector(
             "gc", "fast", _fixed(GC), lambda v: p.parse_gc(v.own.get(GC.key), v.everything.get(USAGE.key)),
-            min_interval=MINUTE, optional=True,
+            min_interval=every, optional=True,
         ),
         PbsCollector(
             "jobs", "fast", _fixed(*JOBS.values()),
             lambda v: p.parse_jobs({t: v.own.get(r.key) for t, r in JOBS.items()}),
-            min_interval=MINUTE, optional=True,
+            min_interval=every, optional=True,
         ),
         PbsCollector(
             "tasks", "fast", _fixed(FAILED_TASKS), lambda v: p.parse_failed_tasks(v.own.get(FAILED_TASKS.key), v.now),
-            min_interval=MINUTE,
+            min_interval=every,
         ),
         PbsCollector(
             "namespaces", "fast", lambda ps: [namespace_request(s) for s in stores(ps)], lambda v: [],
-            stage=1, min_interval=MINUTE, optional=True,
+            stage=1, min_interval=every, optional=True,
         ),
         PbsCollector(
             "groups", "fast", _plan_per_ns("groups"), lambda v: p.parse_groups(listings(v.own, "groups")),
-            stage=2, min_interval=MINUTE,
+            stage=2, min_interval=every,
         ),
         PbsCollector(
             "snapshots", "slow", _plan_per_ns("snapshots"),

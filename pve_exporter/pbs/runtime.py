@@ -21,7 +21,7 @@ from pve_exporter.pbs.client import PbsClient
 from pve_exporter.pbs.collectors import build_pbs_collectors
 from pve_exporter.pbs.poller import PbsPoller, PbsSnapshot, PbsTiming
 from pve_exporter.pbs.render import with_server
-from pve_exporter.settings import BackupServerSettings, Settings
+from pve_exporter.settings import BackupServerSettings, CollectSettings, Settings
 
 log = structlog.get_logger("pve_exporter.pbs")
 
@@ -45,6 +45,7 @@ class BackupServerRuntime:
     cfg: BackupServerSettings
     client: PbsClient
     poller: PbsPoller
+    collect: CollectSettings  # the tier knobs it was built with: a reload that changes them rebuilds it
     task: asyncio.Task[None] | None = None
 
 
@@ -100,9 +101,15 @@ class BackupServers:
             ),
         )
         poller = PbsPoller(
-            cfg.name, client, build_pbs_collectors(), timing, self._publish, clock=self.clock, monotonic=self.monotonic
+            cfg.name,
+            client,
+            build_pbs_collectors(max(settings.collect.node_interval_seconds, cfg.interval_seconds)),
+            timing,
+            self._publish,
+            clock=self.clock,
+            monotonic=self.monotonic,
         )
-        return BackupServerRuntime(cfg, client, poller)
+        return BackupServerRuntime(cfg, client, poller, settings.collect)
 
     def run(self, rt: BackupServerRuntime) -> None:
         if self.autostart:
@@ -140,8 +147,11 @@ class BackupServers:
         prepared = Prepared({b.name: b for b in new.backup_servers})
         for name, cfg in prepared.fresh.items():
             rt = self.servers.get(name)
-            if rt is None or rt.cfg != cfg:
-                prepared.built[name] = self.build(cfg, new)  # a failure here leaves `built` to discard
+            if rt is None or rt.cfg != cfg or rt.collect != new.collect:
+                try:
+                    prepared.built[name] = self.build(cfg, new)
+                except Exception as exc:  # the ones built so far never opened a session: nothing to close
+                    raise ValueError(f"backup server {name!r}: {exc}") from exc
         return prepared
 
     async def discard(self, prepared: Prepared) -> None:

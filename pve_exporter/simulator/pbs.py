@@ -3,7 +3,8 @@
 Its backup groups follow the guests of the linked simulated clusters (one namespace per cluster
 on `store1`): guests with `backed_up` have daily snapshots, the others none; a guest whose vmid is
 a multiple of 13 was last backed up 8 days ago (stale); the first backed-up guest's newest snapshot
-failed verification. `store1` is nearly full and filling, the sync job `s-offsite` failed.
+failed verification. `store1` is nearly full and filling, the sync job `s-offsite` failed. Each
+problem is an attribute a test may switch off (or GC's failure on: `gc_failing`).
 Shapes as in tests/fixtures/pbs/README.md (proxmox-backup's API types). Faults: the `/_sim/faults`
 API of the PVE simulator (http_error, timeout, slow, auth_fail, forbidden).
 """
@@ -25,6 +26,7 @@ from pve_exporter.simulator.model import SimCluster, SimGuest, Simulator
 PBS_TOKEN_ID = "monitor@pbs!exporter"
 PBS_TOKEN_SECRET = "00000000-0000-4000-8000-0000000000b5"
 DAY = 86400
+SYNC_ERROR = "sync failed - unable to connect to remote pbs-offsite (Connection refused)"
 _HEADER = re.compile(r"^PBSAPIToken=([^:\s]+):(\S+)$")
 _FAULT_KEYS = {"kind", "path", "method", "status", "message", "latency_ms", "count"}
 _PBS_FAULTS = {"http_error", "timeout", "slow", "auth_fail", "forbidden"}
@@ -41,6 +43,11 @@ class SimPbs:
         self.tokens = {PBS_TOKEN_ID: PBS_TOKEN_SECRET}
         self.requests = 0
         self.created = int(sim.now())
+        self.sync_failing = True  # the sync job's last run failed
+        self.verify_failed = True  # the first backed-up guest's newest snapshot failed verification
+        self.store1_used = 0.93  # store1's used share (it grows slowly from there)
+        self.store1_filling = True  # PBS's estimate says store1 is full within days
+        self.gc_failing = False  # the last garbage collection of store1 failed
 
     def now(self) -> int:
         return int(self.sim.now())
@@ -58,8 +65,9 @@ class SimPbs:
         return self.now() - 3600 - (g.vmid % 20) * 600 - (8 * DAY if g.vmid % 13 == 0 else 0)
 
     def _failed_verify(self) -> tuple[str, int] | None:
-        first = next(((c.name, g.vmid) for c, g in self._guests() if g.backed_up), None)
-        return first
+        if not self.verify_failed:
+            return None
+        return next(((c.name, g.vmid) for c, g in self._guests() if g.backed_up), None)
 
     def groups(self, store: str, ns: str) -> list[dict[str, Any]]:
         if store != "store1":
@@ -104,7 +112,7 @@ class SimPbs:
     def usage(self) -> list[dict[str, Any]]:
         now = self.now()
         total1, total2 = 4 * 1024**4, 8 * 1024**4
-        used1 = int(total1 * (0.93 + 0.0001 * ((now - self.created) // 60 % 100)))
+        used1 = int(total1 * (self.store1_used + 0.0001 * ((now - self.created) // 60 % 100)))
         gc = {
             "upid": _upid("garbage_collection", now - 5 * 3600),
             "index-file-count": 90,
@@ -127,7 +135,7 @@ class SimPbs:
                 "history-start": now - 30 * DAY,
                 "history-delta": DAY,
                 "history": [0.8 + 0.004 * i for i in range(30)],
-                "estimated-full-date": now + 3 * DAY,
+                "estimated-full-date": now + 3 * DAY if self.store1_filling else now - 90 * DAY,
                 "gc-status": gc,
                 "mount-status": "nonremovable",
             },
@@ -151,7 +159,8 @@ class SimPbs:
             status = row.get("gc-status") or {}
             job = {"store": row["store"], "schedule": "daily", "next-run": (now // DAY + 1) * DAY, **status}
             if status.get("upid"):
-                job.update({"last-run-endtime": now - 5 * 3600 + 900, "last-run-state": "OK", "duration": 900})
+                state = "TASK ERROR: unable to access datastore" if self.gc_failing else "OK"
+                job.update({"last-run-endtime": now - 5 * 3600 + 900, "last-run-state": state, "duration": 900})
             out.append(job)
         return out
 
@@ -192,13 +201,15 @@ class SimPbs:
                 "schedule": "hourly",
                 "next-run": (now // 3600 + 1) * 3600,
                 "last-run-endtime": now - 1200,
-                "last-run-state": "sync failed - unable to connect to remote pbs-offsite (Connection refused)",
+                "last-run-state": SYNC_ERROR if self.sync_failing else "OK",
                 "last-run-upid": _upid("syncjob", now - 1300),
             }
         ]
 
     def failed_tasks(self) -> list[dict[str, Any]]:
         now = self.now()
+        if not self.sync_failing:
+            return []
         return [
             {
                 "upid": _upid("syncjob", now - 1300),
@@ -210,7 +221,7 @@ class SimPbs:
                 "worker_type": "syncjob",
                 "worker_id": "pbs-offsite:store1:store2:s-offsite",
                 "user": "root@pam",
-                "status": "sync failed - unable to connect to remote pbs-offsite (Connection refused)",
+                "status": SYNC_ERROR,
             }
         ]
 
