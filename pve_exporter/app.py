@@ -30,11 +30,12 @@ from pve_exporter.httperrors import error_response
 from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, fit_to_open_file_limit
 from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
+from pve_exporter.pbs.guest_backups import read_guest_backups
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
 from pve_exporter.shard import shard_of
-from pve_exporter.snapshot import Snapshot, SnapshotStore
+from pve_exporter.snapshot import GuestRef, Snapshot, SnapshotStore
 from pve_exporter.webconfig import BasicAuth, WebConfig, basic_auth_middleware
 
 log = structlog.get_logger("pve_exporter.app")
@@ -450,6 +451,11 @@ class Daemon:
 
     def remove_self_metrics(self, source: FamilySource) -> None:
         if source in self.stats.extra:
+    async def guest_backups(self, cluster: str, guest: GuestRef) -> dict[str, Any]:
+        """A guest's recent backups from its cluster's backup storages and linked backup servers."""
+        rt = self.clusters[cluster]
+        return await read_guest_backups(rt.client, self.store.get(cluster), guest, self.pbs.sources(cluster, guest))
+
             self.stats.extra.remove(source)
 
     def ready(self) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pve_exporter.collect.base import Family
 from pve_exporter.pve.client import EndpointState, PveClient
-from pve_exporter.snapshot import Snapshot
+from pve_exporter.snapshot import GuestRef, Snapshot
 
 FamilySource = Callable[[set[str] | None], list[Family]]
 
@@ -56,6 +56,10 @@ class ControlHost(Protocol):
 
     def latest_snapshot(self, name: str) -> Snapshot | None:
         """The cluster's latest collection (guest inventory), or None before the first one."""
+        ...
+
+    async def guest_backups(self, cluster: str, guest: GuestRef) -> dict[str, Any]:
+        """The guest's recent backups from every source (pbs/guest_backups.py), read now."""
         ...
 
     def refresh_soon(self, name: str) -> None:

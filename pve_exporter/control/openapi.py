@@ -87,6 +87,37 @@ GUEST: Json = {
     },
 }  # fmt: skip
 
+_NULL_STR = {"type": ["string", "null"]}
+GUEST_BACKUPS: Json = {
+    "type": "object",
+    "description": "A guest's backups from every source: `storage` (a PVE backup storage: storage, node, volid as "
+                   "id) or `pbs` (a linked Proxmox Backup Server: server, datastore, namespace). `verification` is "
+                   "null when the backup was never verified; `last_backup` is the newest `time` of all.",
+    "required": ["cluster", "vmid", "type", "name", "last_backup", "backups", "sources", "errors"],
+    "additionalProperties": False,
+    "properties": {
+        "cluster": _STR, "vmid": {"type": "integer"}, "type": {"type": "string", "enum": ["qemu", "lxc"]},
+        "name": _NULL_STR, "last_backup": {"type": ["string", "null"], "format": "date-time"},
+        "sources": {"type": "integer", "minimum": 0, "description": "Listings asked (storages and PBS datastores)"},
+        "backups": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["source", "storage", "node", "server", "datastore", "namespace", "id", "time", "size",
+                         "verification", "protected"],
+            "properties": {
+                "source": {"type": "string", "enum": ["storage", "pbs"]}, "storage": _NULL_STR, "node": _NULL_STR,
+                "server": _NULL_STR, "datastore": _NULL_STR, "namespace": _NULL_STR, "id": _STR, "time": _TIME,
+                "size": {"type": ["integer", "null"]}, "verification": {"enum": ["ok", "failed", None]},
+                "protected": {"type": ["boolean", "null"]},
+            },
+        }},
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["source", "where", "kind", "message"], "additionalProperties": False,
+            "properties": {"source": {"type": "string", "enum": ["storage", "pbs"]}, "where": _STR, "kind": _STR,
+                           "message": _STR},
+        }},
+    },
+}  # fmt: skip
+
 TASK_LOG: Json = {
     "type": "object",
     "description": "One page of PVE's task log for the operation's UPID, as PVE pages it (n is 1-based; start skips "
@@ -372,6 +403,15 @@ _OPS: dict[tuple[str, str], tuple[Json, list[str]]] = {
         ],
         "responses": {"200": _json_response("A page of the task log", _ref("TaskLog"))},
     }, ["INVALID_REQUEST", "OPERATION_NOT_FOUND", "TASK_LOG_NOT_FOUND", "CLUSTER_NOT_FOUND", "PVE_ERROR"]),
+    ("GET", "/clusters/{cluster}/guests/{vmid}/backups"): ({
+        "summary": "A guest's recent backups from every source",
+        "description": "Read now from the cluster's backup storages (their content lists, filtered by vmid) and from "
+                       "every Proxmox Backup Server linked to the cluster that holds the guest's group (its snapshot "
+                       "list). Newest first, at most 50; a source that fails is listed in `errors` and costs only "
+                       "its own rows.",
+        "parameters": [_CLUSTER_P, _param("vmid", "path", _VMID, "The guest's VMID")],
+        "responses": {"200": _json_response("The guest's backups", _ref("GuestBackups"))},
+    }, ["INVALID_REQUEST", "CLUSTER_NOT_FOUND", "GUEST_NOT_FOUND", "PVE_ERROR"]),
     ("POST", "/clusters/{cluster}/collect"): ({
         "summary": "Run a collection cycle for the cluster now",
         "parameters": [_CLUSTER_P],
@@ -412,7 +452,8 @@ def _document() -> Json:
         op["responses"].update(_error_responses(codes))
         paths.setdefault(PREFIX + spec.path, {})[spec.method.lower()] = op
     schemas = {"Operation": OPERATION, "Guest": GUEST, "Endpoint": ENDPOINT, "Cluster": CLUSTER, "Skipped": SKIPPED,
-               "Batch": BATCH, "DryRun": DRY_RUN, "TaskLog": TASK_LOG, "Error": ERROR, **_body_schemas()}  # fmt: skip
+               "Batch": BATCH, "DryRun": DRY_RUN, "TaskLog": TASK_LOG, "GuestBackups": GUEST_BACKUPS, "Error": ERROR,
+               **_body_schemas()}  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {

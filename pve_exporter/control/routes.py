@@ -425,3 +425,6 @@ def setup(app: web.Application, plane: ControlPlane | None) -> None:
     app.router.add_get("/ui", _ui_redirect)
     app.router.add_get("/ui/", _ui)
     app.router.add_get("/ui/{name}", _ui)
+
+
+from pve_exporter.control import guest_backups as _guest_backups  # noqa: E402, F401  (registers its route)

@@ -20,7 +20,7 @@ from types import MappingProxyType
 import structlog
 
 from pve_exporter.collect.base import Family, FamilyBuilder, Request
-from pve_exporter.pbs.collectors import VERSION, PbsCollector, PbsView, guest_backups
+from pve_exporter.pbs.collectors import VERSION, PbsCollector, PbsView, guest_backups, listings
 from pve_exporter.pbs.render import render_server
 from pve_exporter.poller import _CycleTasks, merge_families
 from pve_exporter.pve.client import PveClient
@@ -107,6 +107,15 @@ class PbsPoller:
 
     def trigger(self) -> None:
         self._trigger.set()
+
+    def group_locations(self, backup_type: str, backup_id: str) -> list[tuple[str, str]]:
+        """(datastore, namespace) of every cached group listing that holds this group (no I/O)."""
+        own = {k: pl.data for k, pl in self._cache.get("groups", {}).items()}
+        return [
+            (store, ns) for store, ns, rows in listings(own, "groups")
+            if any(isinstance(r, Mapping) and r.get("backup-type") == backup_type
+                   and str(r.get("backup-id")) == backup_id for r in rows or [])
+        ]  # fmt: skip
 
     async def run_forever(self, phase: float = 0.0) -> None:
         """Like the cluster poller: the first cycle at once, later ones every interval (shifted by `phase`)."""

@@ -19,9 +19,11 @@ from pve_exporter.collect.base import Family, FamilyBuilder
 from pve_exporter.export.prometheus import header, render, render_samples
 from pve_exporter.pbs.client import PbsClient
 from pve_exporter.pbs.collectors import build_pbs_collectors
+from pve_exporter.pbs.guest_backups import PbsSource
 from pve_exporter.pbs.poller import PbsPoller, PbsSnapshot, PbsTiming
 from pve_exporter.pbs.render import with_server
 from pve_exporter.settings import BackupServerSettings, CollectSettings, Settings
+from pve_exporter.snapshot import GuestRef
 
 log = structlog.get_logger("pve_exporter.pbs")
 
@@ -196,6 +198,22 @@ class BackupServers:
                 for gid, t in groups.items():
                     if t > out.get(gid, 0.0):
                         out[gid] = t
+        return out
+
+    def sources(self, cluster: str, guest: GuestRef) -> list[PbsSource]:
+        """The linked backup servers that hold the guest's group, where (control API: a guest's backups)."""
+        kind = {"qemu": "vm", "lxc": "ct"}.get(guest.type)
+        out = []
+        for name, rt in sorted(self.servers.items()):
+            if kind is None or cluster not in rt.cfg.clusters:
+                continue
+            mine = rt.cfg.cluster_namespaces.get(cluster)
+            where = tuple(
+                (store, ns) for store, ns in rt.poller.group_locations(kind, str(guest.vmid))
+                if mine is None or ns == mine or ns.startswith(mine + "/")
+            )  # fmt: skip
+            if where:
+                out.append(PbsSource(name, rt.client, where))
         return out
 
     def page(self, servers: Iterable[str]) -> bytes:
