@@ -432,6 +432,11 @@ class Daemon:
     def latest_snapshot(self, name: str) -> Snapshot | None:
         return self.store.get(name)
 
+    async def guest_backups(self, cluster: str, guest: GuestRef) -> dict[str, Any]:
+        """A guest's recent backups from its cluster's backup storages and linked backup servers."""
+        rt = self.clusters[cluster]
+        return await read_guest_backups(rt.client, self.store.get(cluster), guest, self.pbs.sources(cluster, guest))
+
     def refresh_soon(self, name: str) -> None:
         if (rt := self.clusters.get(name)) is not None:
             rt.poller.trigger()
@@ -451,11 +456,6 @@ class Daemon:
 
     def remove_self_metrics(self, source: FamilySource) -> None:
         if source in self.stats.extra:
-    async def guest_backups(self, cluster: str, guest: GuestRef) -> dict[str, Any]:
-        """A guest's recent backups from its cluster's backup storages and linked backup servers."""
-        rt = self.clusters[cluster]
-        return await read_guest_backups(rt.client, self.store.get(cluster), guest, self.pbs.sources(cluster, guest))
-
             self.stats.extra.remove(source)
 
     def ready(self) -> bool:
