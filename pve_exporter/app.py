@@ -28,9 +28,9 @@ from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
 from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, fit_to_open_file_limit
+from pve_exporter.pbs.guest_backups import read_guest_backups
 from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
-from pve_exporter.pbs.guest_backups import read_guest_backups
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
