@@ -302,14 +302,15 @@ def pyspy_path() -> Path | None:
     return exe if exe.exists() else (Path(p) if (p := shutil.which("py-spy")) else None)
 
 
-def pyspy_record(pid: int, seconds: float, out: Path, rate: int = 100) -> Path | None:
-    """Sample `pid` for `seconds` into a raw (collapsed stacks) file; None if py-spy is not installed."""
+def pyspy_record(pid: int, seconds: float, out: Path, rate: int = 100, threads: bool = False) -> Path | None:
+    """Sample `pid` for `seconds` into a raw (collapsed stacks) file; None if py-spy is not installed.
+    `threads`: each stack starts with its thread id, so profile_summary can show the event loop apart."""
     exe = pyspy_path()
     if exe is None:
         print(f"  (py-spy not found: `{Path(sys.executable).parent / 'pip'} install py-spy` to profile)")
         return None
     subprocess.run([str(exe), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate), "-f", "raw",
-                    "-o", str(out)], check=True, capture_output=True)  # fmt: skip
+                    "-o", str(out), *(["--threads"] if threads else [])], check=True, capture_output=True)  # fmt: skip
     return out
 
 
@@ -321,39 +322,89 @@ def _frame(f: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
+def _idle(leaf: str) -> bool:
+    """A leaf frame that waits (epoll, an idle worker thread, a lock or queue) rather than computes."""
+    name, _, where = leaf.partition(" (")
+    if name.endswith("select") and "selectors.py" in where:
+        return True
+    if name == "_worker" and "futures/thread" in where:
+        return True
+    return name.split(".")[-1] in ("wait", "get") and ("threading" in where or "queue" in where)
+
+
+def _on_loop(frames: list[str]) -> bool:
+    return any("._run_once (asyncio/base_events.py)" in f for f in frames)
+
+
 def profile_summary(raw: Path, top: int = 20, cpu_seconds: float | None = None) -> str:
-    """Top functions by own time and by inclusive time (share of samples) from a py-spy raw file."""
+    """Top functions by own time and by inclusive time (share of samples) from a py-spy raw file.
+
+    With thread ids in the stacks (`pyspy_record(threads=True)`), the event-loop thread (the one whose
+    stacks run asyncio's `_run_once`) is also shown alone: what it ran is what a waiting scrape waited behind.
+    """
     from collections import Counter
 
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    loop_own: Counter[str] = Counter()
+    loop_incl: Counter[str] = Counter()
+    per_thread: Counter[str] = Counter()
+    loop_threads: set[str] = set()
+    rows: list[tuple[str, list[str], int]] = []
     total = idle = 0
     for row in raw.read_text().splitlines():
         stack, _, count = row.rpartition(" ")
         if not stack:
             continue
         n = int(count)
-        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        thread = ""
+        frames = []
+        for f in stack.split(";"):
+            if f.startswith("thread ("):
+                thread = f
+            elif f and not f.startswith("process "):
+                frames.append(_frame(f))
         if not frames:
             continue
-        if frames[-1].startswith(("EpollSelector.select", "select (selectors")):
-            idle += n  # the event loop waiting for I/O: not CPU
+        if _on_loop(frames):
+            loop_threads.add(thread)
+        if _idle(frames[-1]):
+            idle += n  # waiting for I/O or for work: not CPU
             continue
+        rows.append((thread, frames, n))
+    for thread, frames, n in rows:
         total += n
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
+        on_loop = bool(thread) and thread in loop_threads
+        per_thread["event loop" if on_loop else "other threads"] += n
+        if on_loop:
+            loop_own[frames[-1]] += n
+            for f in set(frames):
+                loop_incl[f] += n
     if not total:
         return f"  no busy samples ({idle} idle)"
-    lines = [f"  {total} busy samples (shares below are of these; {idle} more samples idle in epoll)"
+    lines = [f"  {total} busy samples (shares below are of these; {idle} more samples idle: epoll, idle workers)"
              + (f", ~{cpu_seconds:.1f} CPU-s" if cpu_seconds else "")]
-    lines.append("  own time:")
-    lines += [f"    {c / total * 100:5.1f} %  {f}" for f, c in own.most_common(top)]
-    lines.append("  inclusive time (frames below the event loop):")
     skip = ("run (", "run_forever", "run_until_complete", "_run_once", "_run (asyncio", "<module>", "_run_code",
-            "_run_module_as_main", "main (pve_exporter/cli.py)", "cmd_run", "Runner.run")  # fmt: skip
-    shown = [(f, c) for f, c in incl.most_common(top * 3) if not any(k in f for k in skip)]
-    lines += [f"    {c / total * 100:5.1f} %  {f}" for f, c in shown[:top]]
+            "_run_module_as_main", "main (pve_exporter/cli.py)", "cmd_run", "Runner.run", "_bootstrap",
+            "_worker (concurrent", "run (concurrent")  # fmt: skip
+
+    def block(title: str, own_c: Counter[str], incl_c: Counter[str], base: int) -> None:
+        lines.append(f"  {title} own time:")
+        lines.extend(f"    {c / base * 100:5.1f} %  {f}" for f, c in own_c.most_common(top))
+        lines.append(f"  {title} inclusive time (frames below the event loop / thread start):")
+        shown = [(f, c) for f, c in incl_c.most_common(top * 3) if not any(k in f for k in skip)]
+        lines.extend(f"    {c / base * 100:5.1f} %  {f}" for f, c in shown[:top])
+
+    block("all threads:", own, incl, total)
+    if loop_threads and any(t for t in loop_threads):
+        on_loop = per_thread["event loop"]
+        lines.append(f"  by thread: event loop {on_loop} busy samples ({on_loop / total * 100:.0f} %), other threads "
+                     f"{per_thread['other threads']}; shares below are of the event loop's busy samples")  # fmt: skip
+        if on_loop:
+            block("event loop:", loop_own, loop_incl, on_loop)
     return "\n".join(lines)
 
 
