@@ -63,6 +63,8 @@ def expected_zero_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
         "pve_exporter_operation_duration_seconds_total": per_cluster(action=ACTIONS),
         "pve_exporter_control_auth_failures_total": {frozenset({("reason", r)}) for r in AUTH_FAILURE_REASONS},
         "pve_exporter_control_rate_limited_total": {frozenset({("limit", lim)}) for lim in RATE_LIMITS},
+        "pve_exporter_pbs_cycles_total": {frozenset({("server", "backup1")})},
+        "pve_exporter_pbs_cycle_overruns_total": {frozenset({("server", "backup1")})},
     }
 
 
@@ -74,6 +76,8 @@ async def _fresh_metrics(tmp_path: Path, query: str = "") -> str:
         control=control_cfg(tmp_path / "operations.sqlite"),
         influxdb={"api": "v1", "url": f"http://127.0.0.1:{free_port()}", "database": "pve",
                   "spool_dir": str(tmp_path / "spool")},
+        backup_servers=[{"name": "backup1", "endpoints": [f"http://127.0.0.1:{free_port()}"],
+                         "token_id": "monitor@pbs!exporter", "token_secret": "s", "clusters": [CLUSTERS[0]]}],
     )
     daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)  # no cycle ever runs
     async with TestClient(TestServer(build_app(daemon))) as client:
