@@ -18,8 +18,10 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
+import yaml
 
 from pve_exporter import logs
 from pve_exporter.app import Daemon, build_app
@@ -34,6 +36,8 @@ from pve_exporter.simulator import (
 from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs
 
 log = structlog.get_logger("pve_exporter.demo")
+
+ALERT_RULES = Path(__file__).resolve().parent.parent / "alerts" / "pve-exporter.rules.yml"  # in a source checkout
 
 CLUSTERS = [
     {"name": "lab", "nodes": 3, "guests_per_node": 8, "pve_version": 9},
@@ -75,6 +79,35 @@ def demo_settings(
     )
 
 
+def prometheus_config(listen: str, interval: float, rules: Path | None) -> str:
+    """A Prometheus config for the demo: scrape the daemon (as the shipped deploy/prometheus.yml does)
+    and load the shipped alert rules, so `prometheus --config.file=FILE` shows everything at once."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    every = f"{max(1, round(interval))}s"
+    doc: dict[str, object] = {
+        "global": {"scrape_interval": every, "evaluation_interval": every},
+        "rule_files": [str(rules)] if rules is not None else [],
+        "scrape_configs": [{"job_name": "pve", "honor_labels": True,
+                            "static_configs": [{"targets": [f"{host}:{port}"]}]}],
+    }  # fmt: skip
+    head = ("# Written by `pve-exporter demo --prometheus-config`: scrapes the demo daemon"
+            + (" and loads the shipped alert rules" if rules is not None else "") + ".\n"
+            "# prometheus --config.file=THIS_FILE --storage.tsdb.path=/tmp/pve-demo-tsdb\n")  # fmt: skip
+    return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_prometheus_config(path: str, listen: str, interval: float) -> str | None:
+    """Write the demo's Prometheus config; the error text when it cannot be written."""
+    rules = ALERT_RULES if ALERT_RULES.is_file() else None
+    try:
+        Path(path).write_text(prometheus_config(listen, interval, rules), encoding="utf-8")
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
 async def chaos(sim, seed: int, every: float) -> None:
     """Occasional, self-healing faults: one at a time, each cleared after `every / 2` seconds."""
     rng = random.Random(seed)
@@ -96,6 +129,10 @@ async def chaos(sim, seed: int, every: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.prometheus_config and (error := write_prometheus_config(args.prometheus_config, args.listen,
+                                                                    args.interval)):  # fmt: skip
+        print(f"pve-exporter demo: {error}", file=sys.stderr)
+        return 2
     sim = build_simulator(
         [dict(c) for c in CLUSTERS], seed=args.seed, auth_delay=0.0, latency_ms=args.latency_ms,
         power=PowerTimings(sync_seconds=0.15),  # power POSTs take as long as PVE's synchronous part
@@ -151,6 +188,10 @@ async def run(args: argparse.Namespace) -> int:
     print(f"  control page              {base}/ui/")
     print(f"  control API               curl -H 'Authorization: Bearer {control_token}' {base}/api/v1/guests")
     print(f"  operation history         {history_dir}/operations.sqlite (removed at exit)", flush=True)
+    if args.prometheus_config:
+        rules = "with the alert rules" if ALERT_RULES.is_file() else "no alert rules (not a source checkout)"
+        print(f"  prometheus config         {args.prometheus_config} ({rules}): prometheus "
+              f"--config.file={args.prometheus_config} --storage.tsdb.path=/tmp/pve-demo-tsdb", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,6 +222,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--control-token", default=None,
                    help="control API token to accept (default: a random one, printed at start)")
+    p.add_argument("--prometheus-config", metavar="FILE", default=None,
+                   help="write a Prometheus config that scrapes this demo and loads the shipped alert rules")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     logs.configure(args.log_level, "auto")
