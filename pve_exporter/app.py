@@ -20,7 +20,9 @@ from pve_exporter.collect.base import Collector, Family, FamilyBuilder
 from pve_exporter.control import routes as control_routes
 from pve_exporter.control.host import ClusterView, FamilySource
 from pve_exporter.control.plane import ControlPlane
+from pve_exporter.coord.acting import ActingClusters
 from pve_exporter.coord.coordinator import Coordinator, coordinator_for
+from pve_exporter.coord.history import history_for
 from pve_exporter.export.gzipjoin import Part
 from pve_exporter.export.influx_spool import SpoolInUseError
 from pve_exporter.export.influx_writer import InfluxWriter
@@ -113,7 +115,10 @@ class Daemon:
         self.stats.extra.append(self._influx_families)
         self.clusters: dict[str, ClusterRuntime] = {}
         # The control API (settings.control.enabled): made here so the web app can hold it, started in start().
-        self.control: ControlPlane | None = ControlPlane(self, settings.control) if settings.control.enabled else None
+        history = history_for(settings, clock=clock, owned=lambda: set(self._leased or ()))  # coordination: shared
+        self.control: ControlPlane | None = (
+            ControlPlane(self, settings.control, store=history) if settings.control.enabled else None
+        )
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.restart_required: tuple[str, ...] = ()
@@ -128,6 +133,10 @@ class Daemon:
                 retarget=self.retarget, monotonic=monotonic,
             )  # fmt: skip
             self.stats.extra.append(self.coord.families)
+            if self.control is not None:  # a dead replica's unfinished operations, on the clusters won here
+                self.coord.on_gained = self.control.runner.recover
+        # Coordination: clients to act on clusters another replica polls (any replica accepts an action).
+        self.acting = ActingClusters(lambda: self.settings.clusters, self._build, self._stop)
         self.stats.extra.append(self._reload_families)
         self._started = False
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
@@ -254,6 +263,7 @@ class Daemon:
         await self.pbs.stop()
         if self.coord is not None:  # polling has stopped: the others may take over at once
             await self.coord.leave()
+            await self.acting.close()
         await self._stop_influx()  # after the pollers: what is still in memory goes to the spool
         self._started = False
 
@@ -423,7 +433,7 @@ class Daemon:
         return sorted(self.clusters)
 
     def cluster_view(self, name: str) -> ClusterView | None:
-        rt = self.clusters.get(name)
+        rt = self.clusters.get(name) or (self.acting.runtime(name) if self.coord is not None else None)
         if rt is None:
             return None
         return ClusterView(name, rt.client, rt.cfg.token_id, rt.cfg.interval_seconds, rt.cfg.stale_after,

@@ -532,13 +532,9 @@ class ControlSettings(Strict):
                 raise ValueError(f"tokens: tokens[{i}] ({t.name}) has the same secret as an earlier token")
             names.add(t.name)
             digests.add(t.digest())
-        if self.enabled:
-            if not self.tokens:
-                raise ValueError("tokens: at least one token is required when control is enabled")
-            parent = self.history_db.expanduser().parent
-            if not parent.is_dir():
-                raise ValueError(f"history_db: directory not found: {parent}")
-        return self
+        if self.enabled and not self.tokens:
+            raise ValueError("tokens: at least one token is required when control is enabled")
+        return self  # history_db's directory: checked by Settings (with coordination the history is elsewhere)
 
     def secrets(self) -> list[str]:
         return [s for t in self.tokens for s in t.secrets()]
@@ -668,6 +664,10 @@ class Settings(BaseSettings):
         if self.coordination is not None and self.control.history_db != default_history:
             raise ValueError("coordination and control.history_db: with coordination the operation history lives in "
                              "PostgreSQL; remove control.history_db")
+        if self.control.enabled and self.coordination is None:
+            parent = self.control.history_db.expanduser().parent
+            if not parent.is_dir():
+                raise ValueError(f"control.history_db: directory not found: {parent}")
         return self
 
     @model_validator(mode="after")

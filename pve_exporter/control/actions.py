@@ -623,6 +623,8 @@ class ActionRunner:
             unfinished = await self.store.unfinished()
             resumable = []
             for op in unfinished:
+                if op.id in self._tasks or self.busy.get((op.cluster, op.resource_id)) == op.id:
+                    continue  # followed here already (replicas: recover runs again to adopt a dead replica's)
                 if op.upid is None or self.host.cluster_view(op.cluster) is None:
                     why = ("the daemon stopped before PVE confirmed the action; check the guest's state"
                            if op.upid is None else f"cluster {op.cluster!r} is no longer configured")

@@ -94,6 +94,10 @@ CATALOGUE: dict[str, ErrorCode] = {
             "See details.reason and the daemon log; pve_exporter_history_healthy is 0 meanwhile.",
             "Fix the file's permissions or move a corrupt file away (a new one is created), then restart.",
         )),
+        ErrorCode("COORDINATION_UNAVAILABLE", 503, "Replicas (coordination): PostgreSQL cannot be reached, so the "
+                  "one-action-per-guest lock and the shared history cannot be guaranteed (monitoring goes on).", (
+            "Retry when pve_exporter_coordination_up is 1 again; the daemon reconnects by itself.",
+        )),
         ErrorCode("SHUTTING_DOWN", 503, "The daemon is stopping and accepts no new actions.", (
             "Retry once the daemon is back.",
         )),

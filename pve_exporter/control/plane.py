@@ -40,14 +40,17 @@ HISTORY_CHECK_SECONDS = 30.0  # how often the history file is checked (deleted o
 
 class ControlPlane:
     def __init__(
-        self, host: ControlHost, cfg: ControlSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self, host: ControlHost, cfg: ControlSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        store: OperationStore | None = None,  # replicas: the shared history in PostgreSQL (coord/history.py)
     ) -> None:
         self.host = host
         self.cfg = cfg
         self.sleep = sleep
         self.metrics = ControlMetrics(known_clusters=lambda: host.cluster_names())  # counters at 0 from start
-        self.store = OperationStore(cfg.history_db, max_operations=cfg.max_operations,
-                                    max_age_days=cfg.max_age_days, clock=host.clock)
+        if store is None:
+            store = OperationStore(cfg.history_db, max_operations=cfg.max_operations,
+                                   max_age_days=cfg.max_age_days, clock=host.clock)  # fmt: skip
+        self.store = store
         self.auth = TokenAuthenticator(cfg.tokens)
         self.auth_limiter = KeyedLimiter(cfg.auth_failure_limit.burst, cfg.auth_failure_limit.per_minute,
                                          clock=host.monotonic)

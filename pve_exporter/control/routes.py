@@ -348,9 +348,9 @@ def guarded(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResp
             plane.check_power_rate(ip, who)
         try:
             return await spec.handler(request, plane, who)
-        except HistoryError as exc:
-            raise ApiProblem("HISTORY_UNAVAILABLE", "the operation history failed; the request was not carried out",
-                             details={"reason": str(exc)}) from None
+        except HistoryError as exc:  # COORDINATION_UNAVAILABLE: the shared history in PostgreSQL (coord/history.py)
+            raise ApiProblem(getattr(exc, "code", "HISTORY_UNAVAILABLE"), "the operation history failed; the request "
+                             "was not carried out", details={"reason": str(exc)}) from None
 
     handler.__name__ = spec.handler.__name__
     return handler

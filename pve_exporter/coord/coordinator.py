@@ -76,12 +76,16 @@ class Coordinator:
         self.polled: set[str] = set()  # what the daemon was last told to poll
         self.up = False
         self.replicas = 0  # live replicas in the last view
+        self._seen: set[str] = set()  # their names
         self.renewals = 0
         self.losses = 0
         self.last_ok: float | None = None  # monotonic time a successful renewal was sent
         self._take_after: float | None = None  # settle: nothing is taken before this (start, recovery)
         self._task: asyncio.Task[None] | None = None
         self.log = log.bind(replica=replica)
+        # Called after leases were won or a replica left: the control plane adopts a dead replica's
+        # unfinished operations on the clusters owned here.
+        self.on_gained: Callable[[], Awaitable[object]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class Coordinator:
             await self.store.release(self.replica, gone)
         view = await self.store.view()
         self.replicas = len(view.replicas | {self.replica})
+        left, self._seen = self._seen - view.replicas, set(view.replicas)
         may_take = self._take_after is None or self.monotonic() >= self._take_after
         step = plan(targets, self.replica, view, may_take=may_take)
         if step.release:
@@ -161,6 +166,20 @@ class Coordinator:
                 self.held |= won
                 self.log.info("leases acquired", targets=sorted(won), replicas=self.replicas)
                 await self._publish()
+                await self._gained()
+                return
+        if left:  # a replica died: its unfinished operations on clusters owned here are adopted
+            await self._gained()
+
+    async def _gained(self) -> None:
+        if self.on_gained is None:
+            return
+        try:
+            await self.on_gained()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the leases stand; adoption is tried again with the next lease won
+            self.log.warning("could not adopt the unfinished operations of newly owned clusters", error=repr(exc))
 
     async def _failed(self, sent: float, exc: BaseException) -> None:
         was_up, self.up = self.up, False

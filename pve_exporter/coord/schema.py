@@ -29,6 +29,56 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX pve_exporter_leases_owner ON pve_exporter_leases (owner);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE pve_exporter_operations (
+            seq bigserial PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            requested_at double precision NOT NULL,
+            started_at double precision,
+            finished_at double precision,
+            cluster text NOT NULL,
+            node text,
+            resource_type text,
+            resource_id integer NOT NULL,
+            resource_name text,
+            operation text NOT NULL,
+            force boolean NOT NULL,
+            status text NOT NULL,
+            "user" text NOT NULL,
+            client_ip text,
+            upid text,
+            error_message text,
+            batch_id text,
+            timeout_seconds double precision NOT NULL,
+            idempotency_key text,
+            step integer NOT NULL DEFAULT 0,
+            owner text NOT NULL
+        );
+        -- one unfinished operation per guest over all replicas: the database says so, not a read-then-write
+        CREATE UNIQUE INDEX pve_exporter_operations_one_unfinished ON pve_exporter_operations (cluster, resource_id)
+            WHERE status IN ('pending', 'running');
+        CREATE UNIQUE INDEX pve_exporter_operations_idempotency ON pve_exporter_operations ("user", idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX pve_exporter_operations_requested ON pve_exporter_operations (requested_at DESC, seq DESC);
+        CREATE INDEX pve_exporter_operations_status ON pve_exporter_operations (status);
+        CREATE INDEX pve_exporter_operations_batch ON pve_exporter_operations (batch_id);
+        CREATE TABLE pve_exporter_batches (
+            id text PRIMARY KEY,
+            requested_at double precision NOT NULL,
+            "user" text NOT NULL,
+            client_ip text,
+            action text NOT NULL,
+            force boolean NOT NULL,
+            concurrency integer NOT NULL,
+            timeout_seconds double precision NOT NULL,
+            selector jsonb NOT NULL,
+            skipped jsonb NOT NULL,
+            cancelled_at double precision
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
