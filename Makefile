@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+DEMO_PROMETHEUS ?= /tmp/pve-exporter-demo-prometheus.yml
+
 demo: install
-	$(VENV)/bin/pve-exporter demo
+	$(VENV)/bin/pve-exporter demo --prometheus-config $(DEMO_PROMETHEUS)
 
 test: install
 	$(VENV)/bin/ruff check pve_exporter tests benchmarks dashboards alerts tools
