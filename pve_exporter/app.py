@@ -35,7 +35,14 @@ from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
 from pve_exporter.selfmetrics import SelfStats
-from pve_exporter.settings import ClusterSettings, ConfigError, InfluxSettings, Settings, load_settings
+from pve_exporter.settings import (
+    ClusterSettings,
+    ConfigError,
+    InfluxSettings,
+    Settings,
+    load_settings,
+    permission_warnings,
+)
 from pve_exporter.shard import shard_of
 from pve_exporter.snapshot import GuestRef, Snapshot, SnapshotStore
 from pve_exporter.webconfig import BasicAuth, WebConfig, basic_auth_middleware
@@ -324,6 +331,8 @@ class Daemon:
                 new = load_settings(self.config_path)
             except ConfigError as exc:
                 return self._reload_failed(str(exc))
+            for warning in permission_warnings(self.config_path, new):
+                log.warning("secrets readable by others", detail=warning)
             try:
                 return await self._apply(new)
             except asyncio.CancelledError:

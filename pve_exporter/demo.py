@@ -155,12 +155,13 @@ async def run(args: argparse.Namespace) -> int:
     settings = demo_settings(server.urls, args.listen, args.interval, demo_control(history_dir, control_token),
                              pbs.url)  # fmt: skip
     daemon = Daemon(settings)
-    from aiohttp import web
+    from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, fit_to_open_file_limit
 
-    runner = web.AppRunner(build_app(daemon), access_log=None, handle_signals=False)
+    # the same listener as the daemon: header and idle timeouts, a connection cap
+    runner = GuardedRunner(build_app(daemon), fit_to_open_file_limit(ListenerLimits.of(settings.web)))
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+        await GuardedSite(runner, settings.listen_host, settings.listen_port).start()
     except OSError as exc:
         print(f"pve-exporter demo: cannot listen on {args.listen}: {exc.strerror or exc} (try --listen)",
               file=sys.stderr)  # fmt: skip
