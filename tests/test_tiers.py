@@ -114,7 +114,7 @@ async def test_failed_node_tier_call_leaves_the_fast_tier_alone_and_does_not_fla
 
 
 async def test_node_tier_values_are_at_most_one_node_interval_old():
-    poller, client, clock = make(4, interval=15.0)
+    poller, _client, clock = make(4, interval=15.0)
     await poller.run_once()
     for _ in range(10):
         clock.t += 15

@@ -6,7 +6,6 @@ Each test reproduces one failure seen on main before the fix (issue 11, items 1â
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import textwrap
 
