@@ -64,10 +64,11 @@ def parse_backups(resources: Any, listings: list[Any], external: Mapping[str, fl
             rid = f"{kind}/{vmid}"
             newest[rid] = max(newest.get(rid, 0.0), ctime)
             n[rid] = n.get(rid, 0) + (integer(v.get("count")) or 1)  # slimmed rows carry a count
-    guests = {f"{kind}/{vmid}" for vmid, kind in kinds.items()}
-    for rid, t in (external or {}).items():
-        if rid in guests and t > newest.get(rid, 0.0):
-            newest[rid] = t
+    if external:  # only this cluster's guests: a linked server may serve other clusters too
+        guests = {f"{kind}/{vmid}" for vmid, kind in kinds.items()}
+        for rid, t in external.items():
+            if rid in guests and t > newest.get(rid, 0.0):
+                newest[rid] = t
     for rid in sorted(newest):
         last.add((rid,), newest[rid])
         count.add((rid,), float(n[rid]) if rid in n else None)
