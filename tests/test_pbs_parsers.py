@@ -136,3 +136,17 @@ def test_plans_chain_datastores_namespaces_listings():
 def test_rendered_with_server_first():
     text = render_server(p.parse_datastores(load("datastore_usage"), [], NOW), "backup1").decode()
     assert 'pbs_datastore_used_bytes{server="backup1",datastore="store1"} 910000000000\n' in text
+
+
+def test_the_join_takes_the_newest_of_every_source_for_this_clusters_guests_only():
+    from pve_exporter.collect.backups import parse_backups
+
+    resources = [{"type": "qemu", "vmid": 100}, {"type": "lxc", "vmid": 101}, {"type": "qemu", "vmid": 102}]
+    listing = [{"vmid": 100, "ctime": 1000, "content": "backup", "subtype": "qemu"},
+               {"vmid": 101, "ctime": 5000, "content": "backup", "subtype": "lxc"}]  # fmt: skip
+    external = {"qemu/100": 2000.0, "lxc/101": 4000.0, "qemu/102": 3000.0, "qemu/999": 9000.0}
+    s = samples(parse_backups(resources, [listing], external))
+    last = {dict(k[1])["id"]: v for k, v in s.items() if k[0] == "pve_guest_last_backup_timestamp_seconds"}
+    assert last == {"qemu/100": 2000.0, "lxc/101": 5000.0, "qemu/102": 3000.0}  # 999 is not this cluster's
+    count = {dict(k[1])["id"]: v for k, v in s.items() if k[0] == "pve_guest_backups"}
+    assert count == {"qemu/100": 1.0, "lxc/101": 1.0}  # volumes on PVE's storages only
