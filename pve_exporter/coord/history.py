@@ -237,8 +237,17 @@ class PgOperationStore(OperationStore):
 
     async def unfinished(self) -> list[Operation]:
         """Claim (one statement) this replica's unfinished rows and those of dead replicas on clusters it
-        owns; oldest first. Another replica's live operations are never touched."""
-        rows = await self._call(lambda c: c.fetch(
+        owns; oldest first. Another replica's live operations are never touched. While PostgreSQL cannot
+        be reached nothing can be claimed: none now, they are claimed when this replica next wins a lease."""
+        try:
+            rows = await self._claim()
+        except CoordinationUnavailableError as exc:
+            log.warning("unfinished operations cannot be claimed while PostgreSQL is unreachable", error=str(exc))
+            return []
+        return sorted((_op(r) for r in rows), key=lambda op: (op.requested_at, op.id))
+
+    async def _claim(self) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._call(lambda c: c.fetch(
             """
             UPDATE pve_exporter_operations o SET owner = $1
              WHERE status = ANY($2) AND (owner = $1 OR (cluster = ANY($3) AND NOT EXISTS (
@@ -246,7 +255,7 @@ class PgOperationStore(OperationStore):
             RETURNING *
             """, self.replica, _ACTIVE, sorted(self._owned()),
         ))  # fmt: skip
-        return sorted((_op(r) for r in rows), key=lambda op: (op.requested_at, op.id))
+        return rows
 
     # ---- batches --------------------------------------------------------------------------------
     async def insert_batch(self, batch: Batch, ops: Iterable[Operation]) -> None:
