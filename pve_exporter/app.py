@@ -31,6 +31,7 @@ from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
 from pve_exporter.listener import GuardedRunner, GuardedSite, ListenerLimits, fit_to_open_file_limit
 from pve_exporter.pbs.guest_backups import read_guest_backups
+from pve_exporter.pbs.poller import PbsSnapshot
 from pve_exporter.pbs.runtime import BackupServers, Prepared
 from pve_exporter.poller import NodeRouting, Poller, PollerConfig, PollerTiming
 from pve_exporter.pve.client import PveClient
@@ -149,6 +150,7 @@ class Daemon:
         self._global_limit = asyncio.Semaphore(settings.collect.max_concurrency_total)
         # Proxmox Backup Servers (settings.backup_servers): built, run and reloaded like clusters.
         self.pbs = BackupServers(clock=clock, monotonic=monotonic, autostart=autostart, global_limit=self._global_limit)
+        self.pbs.listeners.append(self._to_influx)  # PBS points in PBS's own metric-server layout
 
     def _collectors(self, settings: Settings | None = None) -> tuple[Collector, ...]:
         settings = settings or self.settings
@@ -276,7 +278,7 @@ class Daemon:
 
     # -- InfluxDB output --------------------------------------------------------------------
 
-    def _to_influx(self, snap: Snapshot) -> None:
+    def _to_influx(self, snap: Snapshot | PbsSnapshot) -> None:
         if self.influx is not None:
             self.influx.offer(snap)
 

@@ -45,6 +45,8 @@ from pve_exporter.collect.base import Family, FamilyBuilder
 from pve_exporter.export.influx import snapshot_to_lines
 from pve_exporter.export.influx_sink import Sink, WriteOutcome, make_sink, offending_line, output_label
 from pve_exporter.export.influx_spool import Spool, SpoolInUseError
+from pve_exporter.pbs.influx import pbs_lines
+from pve_exporter.pbs.poller import PbsSnapshot
 from pve_exporter.settings import InfluxSettings
 from pve_exporter.snapshot import Snapshot
 
@@ -68,13 +70,14 @@ class Batch:
     spooled: bool = False
 
 
-def encode_batches(snaps: Iterable[Snapshot], batch_bytes: int) -> list[tuple[int, int, bytes]]:
-    """(points, uncompressed bytes, gzip body) per batch, each at most `batch_bytes` (a longer line alone)."""
+def encode_batches(snaps: Iterable[Snapshot | PbsSnapshot], batch_bytes: int) -> list[tuple[int, int, bytes]]:
+    """(points, uncompressed bytes, gzip body) per batch, each at most `batch_bytes` (a longer line alone).
+    A backup server's snapshot is written in PBS's own metric-server layout (pbs/influx.py)."""
     out: list[tuple[int, int, bytes]] = []
     cur: list[bytes] = []
     size = 0
     for snap in snaps:
-        for line in snapshot_to_lines(snap):
+        for line in snapshot_to_lines(snap) if isinstance(snap, Snapshot) else pbs_lines(snap):
             b = line.encode()
             n = len(b) + 1
             if cur and size + n > batch_bytes:
@@ -146,7 +149,7 @@ class InfluxWriter:
         self._monotonic = monotonic
         self._rng = rng
         self._log = structlog.get_logger("pve_exporter.influx").bind(output=self.output)
-        self._pending: deque[Snapshot] = deque()
+        self._pending: deque[Snapshot | PbsSnapshot] = deque()
         self._memory: deque[Batch] = deque()
         self._memory_bytes = 0
         self._inflight: Batch | None = None
@@ -171,7 +174,7 @@ class InfluxWriter:
 
     # -- the listener -------------------------------------------------------------------------------
 
-    def offer(self, snap: Snapshot) -> None:
+    def offer(self, snap: Snapshot | PbsSnapshot) -> None:
         """SnapshotStore listener: O(1), never blocks, never raises."""
         if self._closed:
             self.stats.snapshots_dropped += 1
@@ -351,7 +354,7 @@ class InfluxWriter:
             spool_files=self.spool.files if self.spool else 0,
         )  # fmt: skip
 
-    async def _hand_over(self, successor: InfluxWriter, rest: list[Batch], snaps: list[Snapshot]) -> None:
+    async def _hand_over(self, successor: InfluxWriter, rest: list[Batch], snaps: list[Snapshot | PbsSnapshot]) -> None:
         """Give the replacing writer what this one did not deliver (spooled batches stay in our spool)."""
         seen: set[int] = set()
         batches = []
@@ -426,7 +429,7 @@ class InfluxWriter:
             self._encoding = False
             self._changed.set()
 
-    def _forget(self, snaps: list[Snapshot]) -> None:
+    def _forget(self, snaps: list[Snapshot | PbsSnapshot]) -> None:
         """Remove encoded snapshots from the queue head (skipping any that offer() already dropped)."""
         for snap in snaps:
             if self._pending and self._pending[0] is snap:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import structlog
 
@@ -55,6 +56,8 @@ class PbsSnapshot:
     results: Mapping[str, CollectorResult]
     rendered: bytes  # exposition text with `server` as the first label
     guest_backups: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    # Node status and datastore usage as fetched in this very cycle (the InfluxDB output's points).
+    fresh: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(slots=True)
@@ -305,6 +308,8 @@ class PbsPoller:
             last_success=self._last_reach, reached_mono=self._last_reach_mono, families=merged,
             results=MappingProxyType(dict(self._results)), rendered=render_server(merged, self.server),
             guest_backups=MappingProxyType(guest_backups(everything)),
+            fresh=MappingProxyType({k: pl.data for c in collectors if c.name in ("node", "datastores")
+                                    for k, pl in self._cache.get(c.name, {}).items() if pl.fetched_at == now}),
         )  # fmt: skip
 
 

@@ -74,6 +74,7 @@ class BackupServers:
         self._global_limit = global_limit
         self.servers: dict[str, BackupServerRuntime] = {}
         self.snapshots: dict[str, PbsSnapshot] = {}
+        self.listeners: list[Callable[[PbsSnapshot], None]] = []  # told about every snapshot (InfluxDB output)
         self.api_requests: dict[tuple[str, str, str, str, str], int] = {}
         self.endpoint_up: dict[tuple[str, str], bool] = {}
 
@@ -182,6 +183,8 @@ class BackupServers:
     def _publish(self, snap: PbsSnapshot) -> None:
         if snap.server in self.servers:  # a cycle finishing after its server was removed publishes nothing
             self.snapshots[snap.server] = snap
+            for listener in self.listeners:
+                listener(snap)
 
     def guest_backups(self, cluster: str) -> Mapping[str, float]:
         """Newest backup per guest id on every backup server linked to `cluster` (the join): in the
