@@ -365,3 +365,95 @@ def test_rows_whose_nested_hashes_differ_from_the_first_row_of_their_shape_match
                 influx._encode(fast, row, "object=qemu,cluster=c", "1", frozenset({"vmid"}))
                 influx._encode_generic(ref, row, "object=qemu,cluster=c", "1", frozenset({"vmid"}))
             assert fast == ref, (nics, balloon)
+
+
+# -- the per-shape row functions (`_compile_row`) equal the reference ------------------------------
+
+_FLOATS = [0.0, -0.0, 0.5, 0.0512394, 1e-05, 9.999e-05, 1e-4, 0.00012, 1.5e-07, 5e-324, 1e15, 9999999999999998.0,
+           1e16, 1.2345678901234568e17, 1e22, -3.25, 1.7976931348623157e308, 4294967296.0, 0.1 + 0.2]  # fmt: skip
+_INTS = [0, 1, -1, 4294967296, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, -(10**20)]
+_STRS = ["running", "", "0.00", " 7 ", "nan", "-Infinity", "1e3", "9.2.0", 'q"x', "b\\s", "ü ☃", "a,b=c d", "x\ny",
+         "tab\there", "trailing\\"]  # fmt: skip
+
+
+def _pve_row(vmid: int) -> dict[str, Any]:
+    """A running VM as `/nodes/{n}/qemu?full=1` has it: scalars, two instance hashes, one measurement hash."""
+    return {
+        "vmid": vmid, "name": f"vm-{vmid}", "status": "running", "cpu": 0.0512394, "mem": 2254857830,
+        "pressurecpusome": 0.12, "pressureiofull": 0.0, "tags": "prod;web", "template": None, "agent": True,
+        "serial": [1], "nics": {f"tap{vmid}i0": {"netin": 9871234567, "netout": 1234987654}},
+        "blockstat": {"scsi0": {"rd_bytes": 5368712192, "idle_time_ns": 12, "account_failed": True,
+                                "timed_stats": [], "latency": 0.25}},
+        "ballooninfo": {"actual": 4294967296, "free_mem": 1912602624, "last_update": 1738650301},
+    }  # fmt: skip
+
+
+def _fast_and_reference(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], int]:
+    """Encode `rows` as snapshot_to_lines does (row function first) and field by field; count the rows
+    the row function took."""
+    fast: list[str] = []
+    ref: list[str] = []
+    taken = 0
+    ctx = influx._root(frozenset({"vmid"}))
+    for row in rows:
+        fn = ctx.fast.get(len(row))
+        if fn is not None and fn(row, fast, "object=qemu,cluster=c", "1"):
+            taken += 1
+        else:
+            influx._enc(fast, row, "object=qemu,cluster=c", "1", ctx, None)
+        influx._encode_generic(ref, row, "object=qemu,cluster=c", "1", frozenset({"vmid"}))
+    return fast, ref, taken
+
+
+def test_row_function_takes_pve_shaped_rows_and_writes_the_reference_bytes():
+    rows = [_pve_row(v) for v in range(100, 110)]
+    rows[3]["blockstat"]["ide2"] = {"rd_bytes": 1, "idle_time_ns": 2, "account_failed": False, "timed_stats": [],
+                                    "latency": 0.5}  # two instances of one shape  # fmt: skip
+    rows[4]["nics"] = {"net 0,x=y": {"netin": 1, "netout": 2}}  # an instance name to escape
+    fast, ref, taken = _fast_and_reference(rows)
+    assert fast == ref
+    assert taken == 9  # every row but the first (which compiles the shape)
+    assert ",instance=net\\ 0\\,x\\=y " in "\n".join(fast)
+    for line in fast:
+        parsed(line)
+
+
+@pytest.mark.parametrize("value", [*_FLOATS, math.nan, math.inf, -math.inf])
+def test_row_function_floats_are_written_as_repr_or_dropped(value):
+    """orjson writes most floats as repr does; exponents, values below 1e-4 and NaN/±Inf take repr or
+    the reference path. One float per line and several (the orjson path) are both checked."""
+    rows = [_pve_row(1), _pve_row(2)]
+    rows[1]["cpu"] = value
+    rows[1]["blockstat"]["scsi0"]["latency"] = value  # a line with a single float
+    fast, ref, _ = _fast_and_reference(rows)
+    assert fast == ref
+    if math.isfinite(value):  # lines of the second row: ballooninfo, blockstat, nics, system
+        assert f"cpu={value!r}," in fast[7] and f"latency={value!r}," in fast[5]
+    else:
+        assert "cpu=" not in fast[-1] and "latency=" not in fast[-3]
+
+
+def test_row_function_matches_the_reference_for_random_values_of_one_shape():
+    """Same keys and types as the compiled shape, values drawn from the awkward ones: huge and
+    negative ints (beyond orjson's 64 bits), exponent floats, NaN, empty, numeric and escaped strings,
+    unicode, and bools/ints/strings where the shape had something else."""
+    rng = random.Random(1207)
+    rows = [_pve_row(1)]
+    for v in range(2, 1500):
+        row = _pve_row(v)
+        row["cpu"] = rng.choice([*_FLOATS, math.nan])
+        row["pressurecpusome"] = rng.choice(_FLOATS)
+        row["mem"] = rng.choice(_INTS)
+        row["status"] = rng.choice(_STRS)
+        row["name"] = rng.choice(_STRS)
+        row["nics"][f"tap{v}i0"]["netin"] = rng.choice(_INTS)
+        row["blockstat"]["scsi0"]["latency"] = rng.choice(_FLOATS)
+        row["ballooninfo"]["actual"] = rng.choice(_INTS)
+        if rng.random() < 0.1:
+            row["ballooninfo"]["free_mem"] = rng.choice([True, None, "12", 1.5, [1]])
+        if rng.random() < 0.05:
+            row["agent"] = rng.choice([1, "1", None])
+        rows.append(row)
+    fast, ref, taken = _fast_and_reference(rows)
+    assert fast == ref
+    assert taken > 500  # most rows went through the row function

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from pve_exporter.collect.node_status import node_payloads
 from pve_exporter.collect.zfs_arc import arc_sizes
 from pve_exporter.snapshot import Snapshot
@@ -232,14 +234,16 @@ class _Plan:
     `apply` is a small function made for the shape (see `_compile`): fetch, check, format, append.
     """
 
-    __slots__ = ("apply", "fields", "floats", "fmt", "nest", "nested", "prefix", "specs", "strings")
+    __slots__ = ("apply", "field_keys", "fields", "float_keys", "floats", "fmt", "nest", "nested", "prefix", "row",
+                 "shape", "specs", "strings")  # fmt: skip
 
     def __init__(
         self, keys: tuple[str, ...], types: tuple[type, ...], excluded: frozenset[str] | None, measurement: str | None
     ) -> None:
         nested, fields, floats, parts = [], [], [], []
         strings: list[tuple[int, _StringMemo]] = []
-        for key, t in sorted(zip(keys, types, strict=True)):
+        self.shape = tuple(sorted(zip(keys, types, strict=True), key=itemgetter(0)))  # (key, type), by key
+        for key, t in self.shape:
             if excluded is not None and key in excluded:
                 continue
             if t is dict:
@@ -262,6 +266,8 @@ class _Plan:
                 raise _Unplannable
             fields.append(key)
         self.nested = tuple(nested)
+        self.field_keys = tuple(fields)
+        self.float_keys = frozenset(floats)
         self.fields = _getter(fields)
         self.strings = tuple(strings)
         self.floats = _getter(floats)
@@ -270,6 +276,7 @@ class _Plan:
         self.apply = _compile(self, fields, floats) if fields else None
         self.specs: tuple[_Spec, ...] = ()  # set by _Ctx.plan_for for top-level plans
         self.nest: Callable[[dict[str, Any], list[str], str, str], None] | None = None  # _compile_nest(specs)
+        self.row: _Apply | None = None  # _compile_row: the whole hash, nested lines included (top level)
 
 
 class _Spec:
@@ -278,7 +285,7 @@ class _Spec:
     blockstat; kind MEASUREMENT: one line of scalars, like ballooninfo). A row whose nested hash has
     another shape takes the general path for that hash, so the output never depends on the spec."""
 
-    __slots__ = ("apply", "ctx", "key", "keys", "kind", "measurement", "types")
+    __slots__ = ("apply", "ctx", "key", "keys", "kind", "measurement", "plan", "types")
 
     GENERAL, INSTANCES, MEASUREMENT = 0, 1, 2
 
@@ -289,6 +296,7 @@ class _Spec:
         self.keys: tuple[str, ...] = ()
         self.types: tuple[type, ...] = ()
         self.apply: _Apply | None = None
+        self.plan: _Plan | None = None
         self.ctx = parent.child(key)
         if type(sample) is not dict or not sample:
             return
@@ -307,7 +315,7 @@ class _Spec:
         plan = ctx.plan_for(keys, types)
         if plan is None or plan.nested or plan.apply is None:
             return
-        self.kind, self.keys, self.types, self.apply = kind, keys, types, plan.apply
+        self.kind, self.keys, self.types, self.apply, self.plan = kind, keys, types, plan.apply, plan
 
 
 _Apply = Callable[[Mapping[str, Any], list[str], str, str], bool]
@@ -364,7 +372,7 @@ class _Ctx:
     shape. The plan used last is checked first: a node's guest list repeats a few shapes, and two
     tuple comparisons cost less than hashing a (keys, types) key."""
 
-    __slots__ = ("below", "children", "excluded", "inst", "last", "measurement", "plans")
+    __slots__ = ("below", "children", "excluded", "fast", "inst", "last", "measurement", "plans")
 
     def __init__(self, excluded: frozenset[str] | None, measurement: str | None, below: bool) -> None:
         self.excluded = excluded
@@ -375,6 +383,8 @@ class _Ctx:
         self.last: tuple[tuple[str, ...] | None, tuple[type, ...] | None, _Plan | None] = (None, None, None)
         self.children: dict[str, _Ctx] = {}
         self.inst: _Ctx | None = None
+        # top level: number of keys → the row function of the shape seen last with that many keys
+        self.fast: dict[int, _Apply] = {}
 
     def child(self, measurement: str) -> _Ctx:
         """A nested hash: its own measurement (top level) or an instance of ours (measurement level)."""
@@ -408,6 +418,8 @@ class _Ctx:
             if plan is not None and plan.nested and self.measurement is None and sample is not None:
                 plan.specs = tuple(_Spec(key, self, sample[key]) for key in plan.nested)
                 plan.nest = _compile_nest(plan.specs)
+            if plan is not None and self.measurement is None and not self.below and (plan.specs or not plan.nested):
+                plan.row = _compile_row(plan)
             if len(self.plans) >= 4096:
                 self.plans.clear()
             self.plans[pkey] = plan
@@ -438,7 +450,12 @@ def _encode(
     instance: str | None = None,
 ) -> None:
     """`build_influxdb_payload`: nested lines first (as PVE emits them), then this level's own line."""
-    _enc(out, data, tags, ts, _root(excluded, measurement, instance is not None), instance)
+    ctx = _root(excluded, measurement, instance is not None)
+    if instance is None and measurement is None:
+        row = ctx.fast.get(len(data))
+        if row is not None and row(data, out, tags, ts):
+            return
+    _enc(out, data, tags, ts, ctx, instance)
 
 
 def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx, instance: str | None) -> None:
@@ -458,6 +475,12 @@ def _enc(out: list[str], data: Mapping[str, Any], tags: str, ts: str, ctx: _Ctx,
     if plan is None:
         _encode_generic(out, data, tags, ts, ctx.excluded, measurement, instance)
         return
+    if plan.row is not None:  # the next hash of this shape takes it (see _encode, _guests)
+        fast = ctx.fast
+        if fast.get(len(keys)) is not plan.row:
+            if len(fast) >= 256:
+                fast.clear()
+            fast[len(keys)] = plan.row
     if plan.nest is not None:
         plan.nest(data, out, tags, ts)
     elif plan.nested:
@@ -543,6 +566,112 @@ def _compile_nest(specs: tuple[_Spec, ...]) -> Callable[[dict[str, Any], list[st
             code.append(f"    NESTED(out, s, tags, ts, C{n})")
     exec("\n".join(code), consts)  # generated from a fixed template; values are bound constants
     fn = consts["nest"]
+    assert callable(fn)
+    return fn  # type: ignore[return-value]
+
+
+class _RowSource:
+    """The source of one `_compile_row` function: lines, local names, and the constants it binds."""
+
+    def __init__(self, nested: bool) -> None:
+        self.consts: dict[str, object] = {"TAGMEMO": _tag_memo, "DUMPS": orjson.dumps}
+        self.code = ["def row(d, out, tags, ts):"]
+        self.miss = ["del out[mark:]", "return False"] if nested else ["return False"]
+        self.names = 0
+
+    def const(self, value: object) -> str:
+        name = f"C{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def var(self) -> str:
+        self.names += 1
+        return f"v{self.names}"
+
+    def emit(self, ind: int, *lines: str) -> None:
+        self.code += [" " * ind + line for line in lines]
+
+    def unless(self, ind: int, cond: str) -> None:
+        """Leave for the general path (after dropping what this row appended) unless `cond` holds."""
+        self.emit(ind, f"if not ({cond}):")
+        self.emit(ind + 4, *self.miss)
+
+    def fetch(self, ind: int, src: str, shape: tuple[tuple[str, type], ...]) -> dict[str, str]:
+        """Bind every value of the hash `src` (exactly the keys of `shape`, checked by its caller's
+        `len`) to a local, and check each value's type; returns key → local name."""
+        names = {key: self.var() for key, _ in shape}
+        keys, types = [k for k, _ in shape], tuple(t for _, t in shape)
+        if len(keys) == 1:
+            self.emit(ind, f"{names[keys[0]]} = {src}[{self.const(keys[0])}]")
+            self.unless(ind, f"type({names[keys[0]]}) is {self.const(types[0])}")
+        else:
+            self.emit(ind, f"{', '.join(names.values())}, = w = {self.const(itemgetter(*keys))}({src})")
+            self.unless(ind, f"tuple(map(type, w)) == {self.const(types)}")
+        return names
+
+    def line(self, ind: int, plan: _Plan, names: dict[str, str], tags: str) -> None:
+        """One line of `plan` from bound locals: floats checked (NaN, ±Inf: the general path) and
+        written by orjson when it writes them exactly as `repr` does, strings through their memo."""
+        if not plan.field_keys:
+            return
+        vals = [names[k] for k in plan.field_keys]
+        floats = [names[k] for k in plan.field_keys if k in plan.float_keys]
+        finite = " and ".join(f"{f} - {f} == 0.0" for f in floats)
+        if len(floats) > 1:
+            # orjson prints the shortest round-trip digits, as repr does; they differ only in an
+            # exponent, below 1e-4 (orjson writes 0.0000…) and for NaN/±Inf (null): repr then.
+            self.emit(ind, f"fs = DUMPS(({', '.join(floats)},))")
+            self.emit(ind, 'if b"e" in fs or b"n" in fs or b"0.0000" in fs:')
+            self.unless(ind + 4, finite)
+            self.emit(ind, "else:")
+            self.emit(ind + 4, f'{", ".join(floats)}, = fs[1:-1].decode().split(",")')
+        elif floats:
+            self.unless(ind, finite)
+        for i, memo in plan.strings:
+            self.emit(ind, f"{vals[i]} = {self.const(memo)}[{vals[i]}]")
+            self.unless(ind, f"{vals[i]} is not None")
+        fmt = self.const(plan.prefix.replace("%", "%%") + "%s " + plan.fmt + " %s")
+        self.emit(ind, f"out.append({fmt} % ({tags}, {', '.join(vals)}, ts))")
+
+
+def _compile_row(plan: _Plan) -> _Apply | None:
+    """A top-level hash of `plan`'s shape, nested hashes included, as one straight-line function.
+
+    It checks the whole shape first (keys, the type of every value, each nested hash as its spec
+    expects, instances of one shape) and appends the lines `_enc` would: nested ones in key order,
+    then its own. Anything else (another shape, a NaN, an empty string) drops what it appended and
+    returns False, and the row takes `_enc`. None when a nested hash has no spec to check against.
+    """
+    if any(spec.kind == _Spec.GENERAL or spec.plan is None for spec in plan.specs):
+        return None
+    specs = {spec.key: spec for spec in plan.specs}
+    src = _RowSource(bool(specs))
+    src.emit(4, f"if type(d) is not dict or len(d) != {len(plan.shape)}:", "    return False")
+    if specs:
+        src.emit(4, "mark = len(out)")
+    src.emit(4, "try:")
+    names = src.fetch(8, "d", plan.shape)
+    for key, spec in specs.items():
+        assert spec.plan is not None
+        sub = names[key]
+        shape = tuple(sorted(zip(spec.keys, spec.types, strict=True), key=itemgetter(0)))
+        if spec.kind == _Spec.MEASUREMENT:  # one line of scalars, like ballooninfo
+            src.unless(8, f"len({sub}) == {len(shape)}")
+            src.line(8, spec.plan, src.fetch(8, sub, shape), "tags")
+        else:  # one line per instance, like nics and blockstat: tap100i0, scsi0, ...
+            i, leaf, it = src.var(), src.var(), src.var()
+            src.emit(8, f"for {i} in ({sub} if len({sub}) == 1 else sorted({sub})):")
+            src.emit(12, f"{leaf} = {sub}[{i}]")
+            src.unless(12, f"type({leaf}) is dict and len({leaf}) == {len(shape)}")
+            leaf_names = src.fetch(12, leaf, shape)
+            src.emit(12, f'{it} = f"{{tags}},instance={{{i} if {i}.isalnum() else TAGMEMO[{i}]}}"')
+            src.line(12, spec.plan, leaf_names, it)
+    src.line(8, plan, names, "tags")
+    src.emit(8, "return True")
+    src.emit(4, "except (KeyError, TypeError, AttributeError):  # not this shape after all")
+    src.emit(8, *src.miss)
+    exec("\n".join(src.code), src.consts)  # generated from fixed templates; keys and formats are constants
+    fn = src.consts["row"]
     assert callable(fn)
     return fn  # type: ignore[return-value]
 
@@ -689,6 +818,7 @@ def _guests(
     out: list[str], kind: str, per_node: list[tuple[str, Any]], cluster_tag: str, ts: str, esc: Callable[[str], str]
 ) -> None:
     ctx = _root(_GUEST_EXCLUDED)
+    fast = ctx.fast
     for node, rows in per_node:
         if not isinstance(rows, list):
             continue
@@ -713,7 +843,10 @@ def _guests(
                 host = ""
             else:  # a numeric JSON name
                 host = ",host=" + tag_escape(str(int(name)) if type(name) is float else str(name))
-            _enc(out, row, f"{head}{vmid_s}{node_tag}{host}{cluster_tag}", ts, ctx, None)
+            tags = f"{head}{vmid_s}{node_tag}{host}{cluster_tag}"
+            fn = fast.get(len(row))
+            if fn is None or not fn(row, out, tags, ts):
+                _enc(out, row, tags, ts, ctx, None)
 
 
 def snapshot_to_lines(snap: Snapshot) -> list[str]:
