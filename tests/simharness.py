@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +16,22 @@ from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, Simul
 
 class FixedClock(ManualClock):
     """Wall and monotonic time that move only when a test says so (`t += s`, `step_wall(s)`)."""
+
+
+def config_yaml(urls: dict[str, str], *, interval: float = 15, top: str = "", per: dict[str, str] | None = None) -> str:
+    """A config file for the simulator's clusters: `top` goes before `clusters:`, `per[name]` into one entry."""
+    out = "listen: 127.0.0.1:0\n" + top + "clusters:\n"
+    for name, url in urls.items():
+        out += textwrap.indent(textwrap.dedent(f"""
+            - name: {name}
+              endpoints: ["{url}"]
+              token_id: "{DEFAULT_TOKEN_ID}"
+              token_secret: "{DEFAULT_TOKEN_SECRET}"
+              interval_seconds: {interval:g}
+        """), "  ")  # fmt: skip
+        if per and name in per:
+            out += textwrap.indent(per[name], "    ")
+    return out
 
 
 def cluster_cfg(name: str, endpoints: list[str], **kw: Any) -> dict[str, Any]:

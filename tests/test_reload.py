@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import textwrap
-
 from pve_exporter.app import Daemon
 from pve_exporter.settings import load_settings
-from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
-from tests.simharness import FixedClock, ids, series
+from pve_exporter.simulator import SimulatorServer, build_simulator
+from tests.simharness import FixedClock, config_yaml, ids, series
 
 
 def config_text(urls: dict[str, str], interval: int = 15) -> str:
-    out = "listen: 127.0.0.1:0\nclusters:\n"
-    for name, url in urls.items():
-        out += textwrap.indent(textwrap.dedent(f"""
-            - name: {name}
-              endpoints: ["{url}"]
-              token_id: "{DEFAULT_TOKEN_ID}"
-              token_secret: "{DEFAULT_TOKEN_SECRET}"
-              interval_seconds: {interval}
-        """), "  ")  # fmt: skip
-    return out
+    return config_yaml(urls, interval=interval)
 
 
 def own(daemon, name):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from pve_exporter.app import Daemon
 from pve_exporter.settings import ConfigError, Settings, load_settings
 from pve_exporter.shard import owned, shard_of
-from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
-from tests.simharness import FixedClock, series
+from pve_exporter.simulator import SimulatorServer, build_simulator
+from tests.simharness import FixedClock, config_yaml, series
 
 
 def test_hashmod_is_prometheus_hashmod():
@@ -42,15 +40,7 @@ def test_bad_shard_in_a_file_names_the_key(tmp_path):
 
 
 def config(urls: dict[str, str], index: int, total: int) -> str:
-    out = f"listen: 127.0.0.1:0\nshard:\n  index: {index}\n  total: {total}\nclusters:\n"
-    for name, url in urls.items():
-        out += textwrap.indent(textwrap.dedent(f"""
-            - name: {name}
-              endpoints: ["{url}"]
-              token_id: "{DEFAULT_TOKEN_ID}"
-              token_secret: "{DEFAULT_TOKEN_SECRET}"
-        """), "  ")  # fmt: skip
-    return out
+    return config_yaml(urls, top=f"shard:\n  index: {index}\n  total: {total}\n")
 
 
 async def test_two_shards_split_the_clusters_and_a_reload_moves_them(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import textwrap
 
 import pytest
 
@@ -19,25 +18,14 @@ from pve_exporter.pve.client import PveClient
 from pve_exporter.pve.errors import PveClientClosedError, PveUnreachableError
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.settings import load_settings
-from pve_exporter.simulator import DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, SimulatorServer, build_simulator
+from pve_exporter.simulator import SimulatorServer, build_simulator
 from pve_exporter.snapshot import SnapshotStore
-from tests.simharness import FixedClock, series
+from tests.simharness import FixedClock, config_yaml, series
 from tests.test_poller import FakeClient
 
 
-def config_text(urls: dict[str, str], *, interval: int = 15, extra: str = "", top: str = "", **per: str) -> str:
-    out = "listen: 127.0.0.1:0\n" + top + "clusters:\n"
-    for name, url in urls.items():
-        out += textwrap.indent(textwrap.dedent(f"""
-            - name: {name}
-              endpoints: ["{url}"]
-              token_id: "{DEFAULT_TOKEN_ID}"
-              token_secret: "{DEFAULT_TOKEN_SECRET}"
-              interval_seconds: {interval}
-        """), "  ")  # fmt: skip
-        if name in per:
-            out += textwrap.indent(per[name], "    ")
-    return out + extra
+def config_text(urls: dict[str, str], *, interval: int = 15, top: str = "", **per: str) -> str:
+    return config_yaml(urls, interval=interval, top=top, per=per)
 
 
 def own(daemon: Daemon, name: str, **labels: str) -> float | None:
