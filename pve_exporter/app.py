@@ -23,7 +23,7 @@ from pve_exporter.control.plane import ControlPlane
 from pve_exporter.coord.acting import ActingClusters
 from pve_exporter.coord.coordinator import Coordinator, coordinator_for
 from pve_exporter.coord.history import history_for
-from pve_exporter.export.gzipjoin import Part
+from pve_exporter.export.gzipjoin import Part, combine
 from pve_exporter.export.influx_spool import SpoolInUseError
 from pve_exporter.export.influx_writer import InfluxWriter
 from pve_exporter.export.prometheus import CONTENT_TYPE, Exposition, render
@@ -484,10 +484,10 @@ class Daemon:
 
     def metrics_body(self, selection: list[str], gzipped: bool, servers: Sequence[str] = ()) -> bytes:
         """The whole page as one bytes object (tests, tools); scrapes stream the parts instead."""
-        own = render(self.stats.families(selection)) + self.pbs.page(servers)
+        own = render(self.stats.families(selection))
         if gzipped:
-            return self.exposition.gzipped(selection, extra=Part.of(own))
-        return self.exposition.body(selection) + own
+            return self.exposition.gzipped(selection, extra=combine(Part.of(own), self.pbs.gzip_part(servers)))
+        return self.exposition.body(selection) + own + self.pbs.page(servers)
 
 
 # -- HTTP handlers --------------------------------------------------------------------------
@@ -522,8 +522,9 @@ async def _metrics_response(
     resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     if _wants_gzip(request):
         # One gzip stream: the cached, pre-compressed parts plus the self-metrics part.
-        own = render(daemon.stats.families(selection)) + daemon.pbs.page(servers)  # backup servers: small
-        chunks = await daemon.exposition.gzip_chunks(selection, extra=Part.of(own))  # joined in a worker thread
+        own = Part.of(render(daemon.stats.families(selection)))
+        extra = combine(own, daemon.pbs.gzip_part(servers))  # backup servers' data: compressed once per cycle
+        chunks = await daemon.exposition.gzip_chunks(selection, extra=extra)  # joined in a worker thread
         resp.headers["Content-Encoding"] = "gzip"
     else:
         page = await daemon.exposition.plain(selection)  # inflated in a worker thread, kept per snapshot

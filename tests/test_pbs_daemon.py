@@ -176,3 +176,24 @@ async def test_reload_adds_changes_and_removes_backup_servers(tmp_path):
         path.write_text(yaml.safe_dump(base))
         assert await daemon.reload()
         assert not daemon.pbs.servers and new.client.closed and "backup1" not in daemon.pbs.snapshots
+
+
+async def test_gzip_scrape_carries_the_same_backup_server_page():
+    import gzip
+
+    from pve_exporter.export import gzipjoin
+
+    a, b = b"first part\n", b"second part\n"
+    joined = gzipjoin.finish(gzipjoin.concat([]), gzipjoin.combine(gzipjoin.Part.of(a), gzipjoin.Part.of(b)))
+    assert gzip.decompress(joined) == a + b
+    async with pbs_daemon() as (daemon, *_):
+        await daemon.pbs.servers["backup1"].poller.run_once()
+        await daemon.clusters["lab"].poller.run_once()
+        plain = daemon.metrics_body(["lab"], False, ["backup1"]).decode()
+        zipped = gzip.decompress(daemon.metrics_body(["lab"], True, ["backup1"])).decode()
+        pick_pbs = lambda text: [ln for ln in text.splitlines() if "pbs" in ln]  # noqa: E731
+        assert pick_pbs(plain) and pick_pbs(zipped) == pick_pbs(plain)
+        first = daemon.pbs._data(["backup1"])[1]
+        assert daemon.pbs._data(["backup1"])[1] is first  # compressed once per snapshot, not per scrape
+        await daemon.pbs.servers["backup1"].poller.run_once()
+        assert daemon.pbs._data(["backup1"])[1] is not first

@@ -18,7 +18,7 @@ T = 1767229500
 
 def snap(fresh) -> PbsSnapshot:
     return PbsSnapshot(server="backup 1", seq=1, started_at=T - 1, finished_at=T + 0.4, reachable=True,
-                       last_success=T, reached_mono=1.0, families=(), results=MappingProxyType({}), rendered=b"",
+                       last_success=T, reached_mono=1.0, families=(), results=MappingProxyType({}), rendered={},
                        fresh=MappingProxyType(fresh))  # fmt: skip
 
 

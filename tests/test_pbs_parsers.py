@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
 
+from pve_exporter.export import gzipjoin
 from pve_exporter.pbs import collectors as pc
 from pve_exporter.pbs import parse as p
-from pve_exporter.pbs.render import render_server
+from pve_exporter.pbs.render import join, join_gz, render_server
 
 FIX = Path(__file__).parent / "fixtures" / "pbs"
 NOW = 1767229500.0  # a little after the fixtures' newest times
@@ -133,9 +135,15 @@ def test_plans_chain_datastores_namespaces_listings():
     assert [(s, ns) for s, ns, _ in pc.listings(own, "groups")] == [("store1", ""), ("store1", "prod")]
 
 
-def test_rendered_with_server_first():
-    text = render_server(p.parse_datastores(load("datastore_usage"), [], NOW), "backup1").decode()
+def test_rendered_with_server_first_and_joined_per_family():
+    fams = p.parse_datastores(load("datastore_usage"), [], NOW)
+    both = [render_server(fams, "backup1"), render_server(fams, "backup2")]
+    text = join(both).decode()
+    assert gzip.decompress(gzipjoin.finish(gzipjoin.concat([]), join_gz(both))).decode() == text
     assert 'pbs_datastore_used_bytes{server="backup1",datastore="store1"} 910000000000\n' in text
+    assert text.count("# TYPE pbs_datastore_used_bytes gauge") == 1  # one header for both servers
+    used = [ln for ln in text.splitlines() if ln.startswith("pbs_datastore_used_bytes{")]
+    assert [ln.split('"')[1] for ln in used] == ["backup1", "backup1", "backup2", "backup2"]  # lines together
 
 
 def test_the_join_takes_the_newest_of_every_source_for_this_clusters_guests_only():

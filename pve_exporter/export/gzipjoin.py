@@ -65,6 +65,12 @@ class Part:
         return cls(body, zlib.crc32(data), len(data), _x8nmodp(len(data)))
 
 
+def combine(first: Part, second: Part) -> Part:
+    """One part holding `first`'s data, then `second`'s: a part cached across scrapes plus a fresh one."""
+    crc = _multmodp(second.shift, first.crc) ^ second.crc
+    return Part(first.deflate + second.deflate, crc, first.size + second.size, _multmodp(first.shift, second.shift))
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
     """Parts already strung together (deflate bytes, CRC-32 and size of their data): a cacheable prefix."""
@@ -83,6 +89,11 @@ def concat(parts: Iterable[Part]) -> Joined:
         crc = _multmodp(p.shift, crc) ^ p.crc
         size += p.size
     return Joined(b"".join(chunks), crc, size)
+
+
+def as_part(joined: Joined) -> Part:
+    """Joined parts as one part, to follow another prefix (see `combine`)."""
+    return Part(joined.deflate, joined.crc, joined.size, _x8nmodp(joined.size))
 
 
 def finish_chunks(prefix: Joined, *tail: Part) -> list[bytes]:

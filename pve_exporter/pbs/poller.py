@@ -22,7 +22,7 @@ import structlog
 
 from pve_exporter.collect.base import Family, FamilyBuilder, Request
 from pve_exporter.pbs.collectors import VERSION, PbsCollector, PbsView, guest_backups, listings
-from pve_exporter.pbs.render import render_server
+from pve_exporter.pbs.render import Rendered, render_server
 from pve_exporter.poller import _CycleTasks, merge_families
 from pve_exporter.pve.client import PveClient
 from pve_exporter.pve.errors import PveError, PveNotFoundError, PveTimeoutError
@@ -54,7 +54,7 @@ class PbsSnapshot:
     reached_mono: float | None
     families: tuple[Family, ...]
     results: Mapping[str, CollectorResult]
-    rendered: bytes  # exposition text with `server` as the first label
+    rendered: Rendered  # per family: exposition text with `server` as the first label
     guest_backups: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     # Node status and datastore usage as fetched in this very cycle (the InfluxDB output's points).
     fresh: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -306,7 +306,8 @@ class PbsPoller:
         return PbsSnapshot(
             server=self.server, seq=self._seq, started_at=started, finished_at=self._clock(), reachable=reachable,
             last_success=self._last_reach, reached_mono=self._last_reach_mono, families=merged,
-            results=MappingProxyType(dict(self._results)), rendered=render_server(merged, self.server),
+            results=MappingProxyType(dict(self._results)),
+            rendered=MappingProxyType(render_server(merged, self.server)),
             guest_backups=MappingProxyType(guest_backups(everything)),
             fresh=MappingProxyType({k: pl.data for c in collectors if c.name in ("node", "datastores")
                                     for k, pl in self._cache.get(c.name, {}).items() if pl.fetched_at == now}),

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from pve_exporter.collect.base import Family, FamilyBuilder
-from pve_exporter.export.prometheus import header, render, render_samples
+from pve_exporter.export.gzipjoin import Part, combine
+from pve_exporter.export.prometheus import render
 from pve_exporter.pbs.client import PbsClient
 from pve_exporter.pbs.collectors import build_pbs_collectors
 from pve_exporter.pbs.guest_backups import PbsSource
 from pve_exporter.pbs.poller import PbsPoller, PbsSnapshot, PbsTiming
-from pve_exporter.pbs.render import with_server
+from pve_exporter.pbs.render import join, join_gz
 from pve_exporter.settings import BackupServerSettings, CollectSettings, Settings
 from pve_exporter.snapshot import GuestRef
 
@@ -75,6 +76,7 @@ class BackupServers:
         self.servers: dict[str, BackupServerRuntime] = {}
         self.snapshots: dict[str, PbsSnapshot] = {}
         self.listeners: list[Callable[[PbsSnapshot], None]] = []  # told about every snapshot (InfluxDB output)
+        self._page_cache: tuple[tuple[PbsSnapshot, ...], bytes, Part] | None = None
         self.api_requests: dict[tuple[str, str, str, str, str], int] = {}
         self.endpoint_up: dict[tuple[str, str], bool] = {}
 
@@ -221,16 +223,23 @@ class BackupServers:
 
     def page(self, servers: Iterable[str]) -> bytes:
         """Data families of these servers, each family's lines together, then their self-metrics."""
-        chosen = [self.snapshots[s] for s in sorted(set(servers)) if s in self.snapshots]
-        by_name: dict[str, list[Family]] = {}
-        for snap in chosen:
-            for f in with_server(snap.families, snap.server):
-                by_name.setdefault(f.name, []).append(f)
-        parts = []
-        for name in sorted(by_name):
-            fams = by_name[name]
-            parts.append(header(fams[0]) + "".join(render_samples(f, None) for f in fams))
-        return "".join(parts).encode() + render(self.self_families(set(servers)))
+        return self._data(servers)[0] + render(self.self_families(set(servers)))
+
+    def gzip_part(self, servers: Iterable[str]) -> Part:
+        """The same as a gzip part: the data compressed at render time, the self-metrics per call."""
+        own = Part.of(render(self.self_families(set(servers))))
+        data = self._data(servers)[1]
+        return own if data is None else combine(data, own)
+
+    def _data(self, servers: Iterable[str]) -> tuple[bytes, Part | None]:
+        chosen = tuple(self.snapshots[s] for s in sorted(set(servers)) if s in self.snapshots)
+        if not chosen:
+            return b"", None
+        hit = self._page_cache
+        if hit is None or len(hit[0]) != len(chosen) or any(a is not b for a, b in zip(hit[0], chosen, strict=True)):
+            rendered = [s.rendered for s in chosen]
+            hit = self._page_cache = (chosen, join(rendered), join_gz(rendered))  # one selection kept: /metrics
+        return hit[1], hit[2]
 
     def self_families(self, servers: set[str]) -> list[Family]:
         g, c = "gauge", "counter"
