@@ -580,6 +580,9 @@ async def handle_pve(request: web.Request) -> web.StreamResponse:
         shard = daemon.settings.shard
         return web.Response(status=404, text=f"cluster {target!r} is served by shard "
                             f"{shard_of(target, shard.total)} of {shard.total}, not by this one ({shard.index})\n")
+    if elsewhere is not None and daemon.coord is not None:  # coordination: another replica holds its lease
+        return web.Response(status=404, text=f"cluster {target!r} is polled by another replica now (its lease moves); "
+                            "scrape every replica's /metrics instead of /pve\n")
     for name, rt in daemon.clusters.items():
         host_ports = {e.split("://", 1)[1] for e in rt.cfg.endpoints}  # host:port, as PPE users write it
         hosts = {hp.rsplit(":", 1)[0].strip("[]") for hp in host_ports}

@@ -279,6 +279,9 @@ async def test_sigkill_of_a_replica_process_and_takeover_in_time(tmp_path, pg_ds
             while not await split():
                 assert time.monotonic() < deadline, [p.read_text() for p in tmp_path.glob("p*.log")]
                 await asyncio.sleep(0.05)
+            elsewhere = sorted(set(names) - (owned[1] or set()))[0]
+            async with http.get(f"http://127.0.0.1:{ports[1]}/pve", params={"target": elsewhere}) as r:
+                assert r.status == 404 and "another replica" in await r.text()
             procs[0].send_signal(signal.SIGKILL)
             killed = time.monotonic()
             await procs[0].wait()
