@@ -206,3 +206,38 @@ def test_self_metrics_exist_from_the_start():
     assert s[("pve_exporter_coordination_lease_renewals_total", frozenset())] == 0.0
     assert s[("pve_exporter_coordination_lease_losses_total", frozenset())] == 0.0
     assert s[("pve_exporter_replica_info", frozenset({("replica", "r0")}))] == 1.0
+
+
+async def test_adoption_is_asked_for_when_leases_are_won_and_when_a_replica_leaves():
+    clock = FixedClock()
+    store = FakeStore(clock)
+    hosts = [Host(["a", "b"]), Host(["a", "b"])]
+    a, b = replica("r0", store, hosts[0], clock), replica("r1", store, hosts[1], clock)
+    calls: list[str] = []
+
+    async def adopt() -> None:
+        calls.append("adopt")
+
+    b.on_gained = adopt
+    await settle(clock, a, b)
+    assert calls == ["adopt"]  # b won its share
+    calls.clear()
+    await settle(clock, b, ticks=1)
+    assert calls == []  # nothing changed: nothing to adopt
+    del store.replicas["r0"]  # r0 died and its heartbeat ran out (its lease has not yet)
+    await b.tick()
+    assert calls == ["adopt"]  # b may own r0's operations' clusters already
+
+
+async def test_a_failing_adoption_does_not_cost_the_leases():
+    clock = FixedClock()
+    store = FakeStore(clock)
+    host = Host(["a"])
+    c = replica("r0", store, host, clock)
+
+    async def broken() -> None:
+        raise RuntimeError("history down")
+
+    c.on_gained = broken
+    await settle(clock, c)
+    assert host.polled == {"a"} and c.up
