@@ -244,6 +244,30 @@ def test_demo_prometheus_config_is_valid_for_promtool(tmp_path: Path) -> None:
     assert run.returncode == 0 and "SUCCESS" in run.stdout + run.stderr, run.stdout + run.stderr
 
 
+def free_port_block(n: int) -> int:
+    """A first port of `n` consecutive free ones, below the ephemeral range (where client
+    connections of other processes come and go): the demo binds sim_port, +1, +2."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 30_000)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
 def _json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
@@ -251,7 +275,7 @@ def _json(url: str) -> Any:
 
 def test_a_local_prometheus_started_in_one_line_scrapes_the_demo_and_loads_the_rules(tmp_path: Path) -> None:
     prometheus = require_binary("prometheus", "prometheus")
-    port, prom_port, sim_port = free_port(), free_port(), free_port()
+    port, prom_port, sim_port = free_port(), free_port(), free_port_block(len(demo.CLUSTERS) + 1)
     config = tmp_path / "prometheus.yml"
     out = tmp_path / "demo.out"
     with out.open("w") as sink:
@@ -261,7 +285,9 @@ def test_a_local_prometheus_started_in_one_line_scrapes_the_demo_and_loads_the_r
                                 stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
     prom = None
     try:
-        wait_until(lambda: "prometheus config" in out.read_text(), timeout=60, what="the demo to start")
+        wait_until(lambda: proc.poll() is not None or "prometheus config" in out.read_text(), timeout=60,
+                   what="the demo to start")  # fmt: skip
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}"
         line = next(x for x in out.read_text().splitlines() if "prometheus config" in x)
         command = line.split(": ", 1)[1].split()  # the one line the demo prints
         assert command[0] == "prometheus" and f"--config.file={config}" in command
@@ -278,7 +304,7 @@ def test_a_local_prometheus_started_in_one_line_scrapes_the_demo_and_loads_the_r
                             what="pve_up in Prometheus")  # fmt: skip
         assert int(series[0]["value"][1]) > 10
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- demo output ---\n{out.read_text()[-3000:]}") from None
+        raise AssertionError(f"{exc} (demo: {proc.poll()})\n--- demo output ---\n{out.read_text()[-3000:]}") from None
     finally:
         for p in (prom, proc):
             if p is not None:
