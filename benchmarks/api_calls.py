@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/api_calls.py                  # ~7 min on 2 busy cores, old code included
     .venv/bin/python benchmarks/api_calls.py --old-tree ''    # without running the old code
-    .venv/bin/python benchmarks/api_calls.py --natural --check-old-short   # + check the shortcuts (below)
+    .venv/bin/python benchmarks/api_calls.py --natural --check-old-short --config-model   # + the checks below
 
 One cluster of N nodes × 100 guests, in-process, default settings (interval 5 s and 15 s, node tier
 60 s, slow tier max(interval × 20, 300 s), config refresh R = 3600 s, cap 50). The daemon and the
@@ -28,7 +28,8 @@ extras once a minute, every node once a minute. Above 10 nodes it is one node in
 interval), which is exact by construction; `--natural`/the printed check shows both give the same
 figure at 1 and 10 nodes. Per-guest config reads in the window are the pace ⌈G·i/R⌉ per cycle; over
 whole refresh periods the rate is that while ⌈G·i/R⌉ ≤ 2·G·i/R, else 2·G·i/R (1 node: a config is
-re-read as soon as it is R/2 old): "configs (long-run)" below, used in the steady figure.
+re-read as soon as it is R/2 old): "configs (long-run)" below, used in the steady figure;
+`--config-model` drives the real planner (`pick_due`) over 4 simulated hours and prints it.
 
 The old code (the README's "before") runs in a child process from a read-only worktree of ec13a9c
 (`git worktree add --detach /tmp/old ec13a9c`): start-up cycle, then a 300 s window up to 10 nodes,
@@ -223,17 +224,38 @@ def slow_interval(interval: float) -> float:
     return max(interval * 20, 300.0)
 
 
-def formula(nodes: int, guests: int, interval: float, *, ceil_configs: bool = False) -> float:
-    """README "How it works": 2 + (4·N + 2)·i/n + (4 + 5·N + B)·i/s + G·i/R, B = N + 1 in the simulator."""
+def formula(nodes: int, guests: int, interval: float, *, plain_configs: bool = False) -> float:
+    """README "How it works": 2 + (4·N + 2)·i/n + (4 + 5·N + B)·i/s + min(⌈G·i/R⌉, 2·G·i/R), B = N + 1
+    in the simulator; `plain_configs`: G·i/R for the last term (the lead's first estimate)."""
     backups = nodes + 1  # each node's `local` + the shared `nfs-backup` once
-    cfg = guests * interval / REFRESH
+    cfg = guests * interval / REFRESH if plain_configs else config_long_run(guests, interval)
     return (2 + (4 * nodes + 2) * interval / NODE_INTERVAL + (4 + 5 * nodes + backups) * interval
-            / slow_interval(interval) + (math.ceil(cfg) if ceil_configs else cfg))  # fmt: skip
+            / slow_interval(interval) + cfg)  # fmt: skip
 
 
 def config_long_run(guests: int, interval: float) -> float:
     pace = math.ceil(guests * interval / REFRESH)
     return min(pace, 2 * guests * interval / REFRESH)
+
+
+def config_model(guests: int, interval: float, hours: float = 4.0) -> list[float]:
+    """Guest config reads per cycle, averaged per 15 simulated minutes from start-up, from the real pure
+    planner (`collect.base.pick_due`, no I/O) driven cycle by cycle: shows the warm-up, the paced
+    re-reads from R/2 on, the one catch-up at R (start-up reads come due together) and the long run."""
+    from pve_exporter.collect.base import CacheView, pick_due
+
+    paths = [f"/nodes/pve{k // 100 + 1}/qemu/{100 + k}/config" for k in range(guests)]
+    fetched: dict[str, float] = {}
+    per_cycle: list[int] = []
+    t = 0.0
+    while t < hours * 3600:
+        reqs = pick_due(CacheView(t, dict(fetched), {}, interval), paths, refresh_seconds=REFRESH, max_per_cycle=CAP)
+        for r in reqs:
+            fetched[r.path] = t
+        per_cycle.append(len(reqs))
+        t += interval
+    k = round(900 / interval)
+    return [sum(per_cycle[j : j + k]) / k for j in range(0, len(per_cycle), k)]
 
 
 def old_readme(nodes: int, guests: int, interval: float) -> float:
@@ -315,7 +337,7 @@ async def amain(a: argparse.Namespace) -> None:
         "guest configs (long-run)"
     )
     hdr = (f"{'N':>4} {'G':>6} {'i':>3} | {'steady = shared + node + extra + slow + configs':<48} | {'cfg win':>7} | "
-           f"{'README':>6} {'⌈cfg⌉':>6} | {'peak':>4} | {'node/min':>16} | {'old run':>7} {'old RM':>6} | "
+           f"{'README':>6} {'G·i/R':>6} | {'peak':>4} | {'node/min':>16} | {'old run':>7} {'old RM':>6} | "
            f"{'fewer':>6} | {'ms/cyc':>6}")  # fmt: skip
     print(hdr)
     print("-" * len(hdr))
@@ -346,13 +368,13 @@ async def amain(a: argparse.Namespace) -> None:
             cut.append(f"{n} nodes at {i:g} s: {', '.join(old.failed)}")
         print(f"{n:>4} {new.guests:>6} {i:>3g} | {st.total:7.2f} = {st.shared:.0f} + {st.node:5.2f} + "
               f"{st.extras:4.2f} + {st.slow:5.2f} + {st.configs:5.2f}{'':6} | {st.configs_window:7.2f} | "
-              f"{formula(n, new.guests, i):6.2f} {formula(n, new.guests, i, ceil_configs=True):6.2f} | "
+              f"{formula(n, new.guests, i):6.2f} {formula(n, new.guests, i, plain_configs=True):6.2f} | "
               f"{max(new.per_cycle):>4} | {node_min} | "
               f"{old_cell} {old_readme(n, new.guests, i):6.2f} | "
               f"{base / st.total:5.1f}× | {new.wall * 1e3:6.0f}")  # fmt: skip
     print("configs (long-run) = min(⌈G·i/R⌉, 2·G·i/R) per cycle; cfg win = config reads per cycle in the window\n"
           "(the pace ⌈G·i/R⌉); README = the formula in README 'How it works' (B = N + 1 backup listings, QDevice\n"
-          "counted), ⌈cfg⌉ = the same with ⌈G·i/R⌉ for the config term; peak = the busiest cycle (the slow tier's);\n"
+          "counted), G·i/R = the same with G·i/R for the config term; peak = the busiest cycle (the slow tier's);\n"
           "node/min = the busiest node's requests per minute (full windows): node and slow tier / + its guests'\n"
           "config reads at their long-run average / + config reads as they come in the window (oldest first,\n"
           "so one node at a time); old run = ec13a9c measured, config term min(50, G·i/R);\n"
@@ -432,6 +454,13 @@ async def amain(a: argparse.Namespace) -> None:
     for label, ok, value in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {label}: {value}")
 
+    if a.config_model:
+        print("\nguest config reads per cycle, per 15 minutes from start-up (the pure planner, 4 simulated hours):")
+        for n, i in ((1, 5.0), (10, 5.0), (10, 15.0)):
+            avg = config_model(n * a.guests_per_node, i)
+            print(f"  {n:>3} nodes, {i:g} s: " + " ".join(f"{v:.2f}" for v in avg)
+                  + f"  (long-run formula {config_long_run(n * a.guests_per_node, i):.2f})")  # fmt: skip
+
     if a.natural:
         print(
             "\nshortcut check, 10 nodes × 100 guests, 5 s: natural run (every cycle at its time from start-up, "
@@ -463,6 +492,7 @@ def main() -> None:
     ap.add_argument("--old-tree", default="/tmp/old", help="a worktree of ec13a9c ('' = README figures only)")
     ap.add_argument("--full-max-nodes", type=int, default=10, help="full windows up to this size, short above")
     ap.add_argument("--natural", action="store_true", help="also run 10 × 100 at 5 s without the shortcuts")
+    ap.add_argument("--config-model", action="store_true", help="also print the config pace over 4 hours")
     ap.add_argument("--check-old-short", action="store_true", help="also check the old code's 3-cycle window")
     ap.add_argument("--worker", nargs=4, metavar=("NODES", "GPN", "INTERVAL", "WINDOW"), help=argparse.SUPPRESS)
     a = ap.parse_args()
