@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--load-gzip", type=int, default=4, help="back-to-back gzip scrapers in the load phases")
     ap.add_argument("--profile", action="store_true", help="profile with py-spy even if the targets are met")
     ap.add_argument("--profile-seconds", type=float, default=30.0)
+    ap.add_argument("--profile-load", choices=("mix", "gzip"), default="mix", help="profile under 4 gzip + 1 plain, "
+                    "or under the gzip scrapers alone")  # fmt: skip
     ap.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
     a = ap.parse_args()
     guests = a.clusters * a.nodes * a.guests_per_node
@@ -212,13 +214,14 @@ def main() -> None:
                       f"{'MET' if v < TARGET_P99_MS else 'MISSED'}")  # fmt: skip
             if a.profile or missed:
                 secs = a.profile_seconds
-                print(f"profile: py-spy on the daemon (per thread) for {secs:g} s under {g} gzip + 1 plain scrapers:",
-                      flush=True)  # fmt: skip
+                plain = 1 if a.profile_load == "mix" else 0
+                print(f"profile: py-spy on the daemon (per thread) for {secs:g} s under {g} gzip + {plain} plain "
+                      f"scrapers:", flush=True)  # fmt: skip
 
                 async def both() -> Path | None:
                     out = daemon.workdir / "profile.txt"
                     spy = asyncio.create_task(asyncio.to_thread(pyspy_record, daemon.pid, secs, out, 100, True))
-                    await load(f"{daemon.url}/metrics", secs, g, 1)
+                    await load(f"{daemon.url}/metrics", secs, g, plain)
                     return await spy
 
                 raw = asyncio.run(both())
