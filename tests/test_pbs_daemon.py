@@ -197,3 +197,24 @@ async def test_gzip_scrape_carries_the_same_backup_server_page():
         assert daemon.pbs._data(["backup1"])[1] is first  # compressed once per snapshot, not per scrape
         await daemon.pbs.servers["backup1"].poller.run_once()
         assert daemon.pbs._data(["backup1"])[1] is not first
+
+
+async def test_with_static_shards_one_replica_exposes_a_backup_server_and_every_replica_joins():
+    clock = FixedClock()
+    sim = build_simulator([("lab", 3, 6)], seed=7, auth_delay=0.0, clock=clock)
+    async with SimulatorServer(sim) as server, PbsServer(SimPbs(sim, "backup1", ["lab"])) as pbs:
+        exposed = []
+        for index in (0, 1):
+            settings = Settings(listen="127.0.0.1:0", clusters=[cluster_cfg("lab", [server.urls["lab"]])],
+                                backup_servers=[pbs_cfg(pbs.url)], shard={"index": index, "total": 2})  # fmt: skip
+            daemon = Daemon(settings, autostart=False, clock=clock, monotonic=clock.monotonic)
+            await daemon.start()
+            try:
+                await daemon.pbs.servers["backup1"].poller.run_once()  # polled by both: the join needs it
+                assert daemon.pbs.guest_backups("lab")
+                if value(page(daemon), "pbs_up", server="backup1") == 1:
+                    exposed.append(index)
+                assert (index in exposed) == settings.owns("backup1")
+            finally:
+                await daemon.stop()
+        assert len(exposed) == 1

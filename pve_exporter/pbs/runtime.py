@@ -57,6 +57,7 @@ class Prepared:
     """A reload's backup-server part: built aside, applied by `swap`, finished by `finish`."""
 
     fresh: dict[str, BackupServerSettings]
+    owns: Callable[[str], bool]  # the new config's shard
     built: dict[str, BackupServerRuntime] = field(default_factory=dict)
     replaced: list[BackupServerRuntime] = field(default_factory=list)
     removed: list[BackupServerRuntime] = field(default_factory=list)
@@ -77,6 +78,9 @@ class BackupServers:
         self.snapshots: dict[str, PbsSnapshot] = {}
         self.listeners: list[Callable[[PbsSnapshot], None]] = []  # told about every snapshot (InfluxDB output)
         self._page_cache: tuple[tuple[PbsSnapshot, ...], bytes, Part] | None = None
+        # Every replica polls every backup server (the join needs it on the replica of each linked
+        # cluster); only the replica whose static shard owns the server's name exposes its series.
+        self.owns: Callable[[str], bool] = lambda _name: True
         self.api_requests: dict[tuple[str, str, str, str, str], int] = {}
         self.endpoint_up: dict[tuple[str, str], bool] = {}
 
@@ -137,6 +141,7 @@ class BackupServers:
                 del d[k]
 
     def start(self, settings: Settings) -> None:
+        self.owns = settings.owns
         for cfg in settings.backup_servers:
             rt = self.build(cfg, settings)
             self.servers[cfg.name] = rt
@@ -149,7 +154,7 @@ class BackupServers:
     # -- reload: the daemon's transaction calls prepare → swap → finish (or discard) ----------
 
     def prepare(self, new: Settings) -> Prepared:
-        prepared = Prepared({b.name: b for b in new.backup_servers})
+        prepared = Prepared({b.name: b for b in new.backup_servers}, new.owns)
         for name, cfg in prepared.fresh.items():
             rt = self.servers.get(name)
             if rt is None or rt.cfg != cfg or rt.collect != new.collect:
@@ -169,6 +174,7 @@ class BackupServers:
         kept = {n: rt for n, rt in self.servers.items() if n in prepared.fresh}
         kept.update(prepared.built)
         self.servers = kept
+        self.owns = prepared.owns
         for rt in prepared.built.values():
             self.run(rt)
 
@@ -232,7 +238,7 @@ class BackupServers:
         return own if data is None else combine(data, own)
 
     def _data(self, servers: Iterable[str]) -> tuple[bytes, Part | None]:
-        chosen = tuple(self.snapshots[s] for s in sorted(set(servers)) if s in self.snapshots)
+        chosen = tuple(self.snapshots[s] for s in sorted(set(servers)) if s in self.snapshots and self.owns(s))
         if not chosen:
             return b"", None
         hit = self._page_cache
