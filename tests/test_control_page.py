@@ -336,3 +336,51 @@ def test_read_only_token_sees_no_power_buttons_at_phone_width_and_in_the_dark(tm
         dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert light == "rgb(255, 255, 255)" and dark != light
         assert sum(int(c) for c in dark[4:-1].split(",")) < 120  # a dark background
+
+
+def test_keyboard_only_stop_and_an_unreachable_cluster(tmp_path: Path, browser) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    with ThreadedStack(tmp_path) as stack:
+        page = Page(browser, stack)
+        page.sign_in("ops")
+        page.find("#g-text").click()
+        target = "lab/102:stop"
+
+        def focused() -> str | None:
+            return browser.switch_to.active_element.get_attribute("data-focus-key")
+
+        for _ in range(300):  # Tab through the page to the stop button of lab/102
+            if focused() == target:
+                break
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+        assert focused() == target
+        browser.execute_script("document.getElementById('guest-filters').requestSubmit()")  # a refresh redraws
+        page.wait(lambda: focused() == target, "the focus to stay on the redrawn button")
+
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        page.wait_visible("#confirm")
+        assert browser.switch_to.active_element.get_attribute("id") == "confirm-cancel"
+        ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+        page.wait(lambda: not page.visible("#confirm"), "Escape to close the dialog")
+        page.wait(lambda: focused() == target, "the focus back on the stop button")
+        assert api(stack, "/api/v1/operations")["total"] == 0
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        page.wait_visible("#confirm")
+        ActionChains(browser).send_keys(Keys.TAB).send_keys(Keys.ENTER).perform()  # Cancel → Stop
+        op = page.wait(lambda: (api(stack, "/api/v1/operations")["operations"] or [None])[0], "the operation")
+        assert (op["resource_id"], op["operation"], op["force"]) == (102, "stop", False)
+
+        # PVE stops answering: the header says so, the last known guests stay listed
+        lab = stack.sim.cluster("lab")
+        lab.add_fault("http_error", path="/cluster/resources", status=500)
+        lab.add_fault("http_error", path="/cluster/status", status=500)
+        stack.clock.t += 1
+        page.cycle()
+        page.refresh()
+        head = "#cluster-summary li[data-cluster='lab']"
+        page.wait(lambda: page.find(head).get_attribute("data-health") == "unreachable", "the unreachable header")
+        assert "unreachable" in page.find(head).text and "failing: " in page.find(head).text
+        assert "last known" in page.find(head).get_attribute("title")
+        assert len(page.all("#guests tbody tr[data-key]")) == 12

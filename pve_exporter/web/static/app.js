@@ -7,6 +7,9 @@ const TOKEN_KEY = "pve_exporter.control.token";
 const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "interrupted"]);
 const FOLLOW_MS = 1000;
 const REFRESH_MS = 5000;
+const REFRESH_BIG_MS = 30000;  // with thousands of guests the list is fetched less often
+const BIG = 2000;
+const MAX_ROWS = 500;  // rows drawn at most; the filter narrows the rest
 const PAGE = 25;
 const LOG_PAGE = 500;
 
@@ -128,7 +131,7 @@ async function signIn(candidate) {
     $("app").hidden = false;
     $("login-error").hidden = true;
     await Promise.all([loadGuests(), loadHistory()]);
-    state.refreshTimer = window.setInterval(() => { loadGuests().catch((err) => say(explain(err), true)); }, REFRESH_MS);
+    scheduleRefresh();
   } catch (err) {
     window.sessionStorage.removeItem(TOKEN_KEY);
     $("login-error").textContent = explain(err);
@@ -138,7 +141,7 @@ async function signIn(candidate) {
 
 function signOut(why) {
   window.sessionStorage.removeItem(TOKEN_KEY);
-  if (state.refreshTimer) window.clearInterval(state.refreshTimer);
+  if (state.refreshTimer) window.clearTimeout(state.refreshTimer);
   if (state.bulk.timer) window.clearTimeout(state.bulk.timer);
   if (state.log.timer) window.clearTimeout(state.log.timer);
   state.refreshTimer = null;
@@ -155,6 +158,15 @@ function signOut(why) {
 }
 
 // ---- clusters and guests ------------------------------------------------------------------------
+function scheduleRefresh() {
+  const every = state.guests.length > BIG ? REFRESH_BIG_MS : REFRESH_MS;
+  state.refreshTimer = window.setTimeout(async () => {
+    if (!token()) return;
+    try { await loadGuests(); } catch (err) { say(explain(err), true); }
+    if (token()) scheduleRefresh();
+  }, every);
+}
+
 async function loadGuests() {
   const doc = await api("GET", "guests");
   state.guests = doc.guests;
@@ -252,7 +264,7 @@ function renderGuests() {
   const rows = visibleGuests();
   const body = $("guests").tBodies[0];
   body.replaceChildren();
-  for (const g of rows) {
+  for (const g of rows.slice(0, MAX_ROWS)) {
     const key = `${g.cluster}/${g.vmid}`;
     const tr = el("tr");
     tr.dataset.key = key;
@@ -304,6 +316,11 @@ function renderGuests() {
     }
     body.appendChild(tr);
   }
+  if (rows.length > MAX_ROWS) {
+    const tr = el("tr");
+    cell(tr, `${rows.length - MAX_ROWS} more not shown: narrow the filter`, "muted").colSpan = 12;
+    body.appendChild(tr);
+  }
   if (!rows.length) {
     const tr = el("tr");
     const empty = state.clusters.filter((c) => c.health !== "ok" && c.health !== "partial");
@@ -311,13 +328,15 @@ function renderGuests() {
       : "no guests match").colSpan = 12;
     body.appendChild(tr);
   }
-  $("guest-count").textContent = `${rows.length} of ${state.guests.length}`;
+  $("guest-count").textContent = `${rows.length} of ${state.guests.length}`
+    + (rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : "");
   for (const th of $("guests").tHead.querySelectorAll("th[data-col]")) {
     if (th.dataset.col === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
     else th.removeAttribute("aria-sort");
   }
   const all = $("select-all");
-  all.checked = rows.length > 0 && rows.every((g) => state.selected.has(`${g.cluster}/${g.vmid}`));
+  const shown = rows.slice(0, MAX_ROWS);
+  all.checked = shown.length > 0 && shown.every((g) => state.selected.has(`${g.cluster}/${g.vmid}`));
   if (focusKey) refocus(focusKey);
   renderBulkBar();
 }
@@ -725,7 +744,7 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   $("select-all").addEventListener("change", () => {
-    for (const g of visibleGuests()) {
+    for (const g of visibleGuests().slice(0, MAX_ROWS)) {  // the rows shown
       const key = `${g.cluster}/${g.vmid}`;
       if ($("select-all").checked) state.selected.add(key); else state.selected.delete(key);
     }
