@@ -77,6 +77,7 @@ class Coordinator:
         self.up = False
         self.replicas = 0  # live replicas in the last view
         self._seen: set[str] = set()  # their names
+        self._said_down = False
         self.renewals = 0
         self.losses = 0
         self.last_ok: float | None = None  # monotonic time a successful renewal was sent
@@ -185,7 +186,8 @@ class Coordinator:
         was_up, self.up = self.up, False
         await self.store.reset()
         if unreachable(exc):
-            if was_up:
+            if was_up or (self.last_ok is None and not self._said_down):
+                self._said_down = True  # at start: said once, not every renewal interval
                 self.log.warning("PostgreSQL unreachable: polling what was owned, taking nothing new",
                                  held=sorted(self.held), error=repr(exc))  # fmt: skip
             return
