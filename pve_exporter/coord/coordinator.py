@@ -198,7 +198,8 @@ class Coordinator:
                              targets=sorted(self.held), error=repr(exc))  # fmt: skip
             self.held = set()
             await self._publish()
-        elif was_up:
+        elif was_up or (self.last_ok is None and not self._said_down):
+            self._said_down = True
             self.log.warning("lease renewal failed", error=repr(exc))
 
     async def _publish(self) -> None:
