@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import asyncpg
+import pytest
 
 from pve_exporter.coord.balance import View
 from pve_exporter.coord.coordinator import Coordinator
@@ -129,13 +130,18 @@ async def test_unreachable_database_keeps_polling_takes_nothing_and_recovers():
     assert c.up and host.polled == {"a", "b", "new"}
 
 
-async def test_a_server_shutting_down_counts_as_unreachable():
+@pytest.mark.parametrize("error", [
+    asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+    asyncpg.exceptions.InvalidPasswordError("password authentication failed"),
+    asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+])  # fmt: skip
+async def test_a_database_nobody_can_use_counts_as_unreachable(error):
     clock = FixedClock()
     store = FakeStore(clock)
     host = Host(["a"])
     c = replica("r0", store, host, clock)
     await settle(clock, c)
-    store.fail = asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command")
+    store.fail = error
     for _ in range(5):
         clock.t += LEASE / 3
         await c.tick()

@@ -39,13 +39,17 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 def unreachable(exc: BaseException) -> bool:
-    """Whether the error says the server is gone (not slow): refused, dropped, shutting down."""
+    """Whether the error says the database cannot be used at all, by any replica with this config (not
+    that it is slow): refused, dropped, shutting down, too many connections, login or database refused."""
     return isinstance(
         exc,
         OSError
         | asyncpg.PostgresConnectionError
         | asyncpg.ConnectionDoesNotExistError
         | asyncpg.exceptions.OperatorInterventionError  # admin/crash shutdown, cannot connect now
+        | asyncpg.exceptions.TooManyConnectionsError
+        | asyncpg.exceptions.InvalidAuthorizationSpecificationError  # a rotated password, pg_hba
+        | asyncpg.exceptions.InvalidCatalogNameError  # the database was dropped
         | asyncpg.InterfaceError,  # "connection is closed"
     ) and not isinstance(exc, TimeoutError)
 
