@@ -54,3 +54,26 @@ def test_coordination_and_a_history_file_are_one_error_naming_both(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_settings(None, data={"coordination": {"dsn": DSN}, "control": {"history_db": str(tmp_path / "h.db")}})
     assert "coordination and control.history_db" in str(e.value)
+
+
+async def test_the_dsn_password_never_reaches_the_log_or_the_page(log_buffer):
+    import asyncio
+
+    from pve_exporter.app import Daemon
+    from tests.servers import free_port
+
+    dsn = f"postgresql://exporter:hunter2-secret@127.0.0.1:{free_port()}/pve"  # nothing listens there
+    d = Daemon(load_settings(None, data={"listen": "127.0.0.1:0", "coordination": {"dsn": dsn, "replica": "r1"}}))
+    await d.start()
+    try:
+        assert d.coord is not None
+        for _ in range(200):  # the first renewal runs at once and fails
+            if "PostgreSQL unreachable" in log_buffer.getvalue():
+                break
+            await asyncio.sleep(0.01)
+        assert "PostgreSQL unreachable" in log_buffer.getvalue()
+        page = d.metrics_body([], False).decode()
+        assert "pve_exporter_coordination_up 0" in page and 'pve_exporter_replica_info{replica="r1"} 1' in page
+    finally:
+        await d.stop()
+    assert "hunter2" not in log_buffer.getvalue()
