@@ -24,7 +24,7 @@ storage list was not fetched, that node's storage rows of `/cluster/resources`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -594,17 +594,24 @@ class _RowSource:
         self.emit(ind, f"if not ({cond}):")
         self.emit(ind + 4, *self.miss)
 
-    def fetch(self, ind: int, src: str, shape: tuple[tuple[str, type], ...]) -> dict[str, str]:
-        """Bind every value of the hash `src` (exactly the keys of `shape`, checked by its caller's
-        `len`) to a local, and check each value's type; returns key → local name."""
-        names = {key: self.var() for key, _ in shape}
+    def fetch(
+        self, ind: int, src: str, shape: tuple[tuple[str, type], ...], used: Iterable[str], names: dict[str, str]
+    ) -> dict[str, str]:
+        """Bind the values of the hash `src` (exactly the keys of `shape`, checked by its caller's `len`)
+        that are `used` to locals named in `names` (new ones when missing), the others to `_`: fewer
+        locals make a cheaper frame. Every value's type is checked. Returns key → local name."""
+        for key in used:
+            if key not in names:
+                names[key] = self.var()
         keys, types = [k for k, _ in shape], tuple(t for _, t in shape)
         if len(keys) <= 3:  # a NIC: a check per value costs less than building a list
             for key in keys:
+                names.setdefault(key, self.var())
                 self.emit(ind, f"{names[key]} = {src}[{self.const(key)}]")
             self.unless(ind, " and ".join(f"type({names[k]}) is {self.const(t)}" for k, t in shape))
         else:
-            self.emit(ind, f"{', '.join(names.values())}, = w = {self.const(itemgetter(*keys))}({src})")
+            targets = ", ".join(names.get(k, "_") for k in keys)
+            self.emit(ind, f"{targets}, = w = {self.const(itemgetter(*keys))}({src})")
             self.unless(ind, f"list(map(type, w)) == {self.const(list(types))}")  # a list: cheaper than a tuple
         return names
 
@@ -641,19 +648,20 @@ def _compile_row(plan: _Plan) -> _Apply | None:
     if specs:
         src.emit(4, "mark = len(out)")
     src.emit(4, "try:")
-    names = src.fetch(8, "d", plan.shape)
+    names = src.fetch(8, "d", plan.shape, (*plan.field_keys, *specs), {})
     for key, spec in specs.items():
         assert spec.plan is not None
         sub = names[key]
         shape = tuple(sorted(zip(spec.keys, spec.types, strict=True), key=itemgetter(0)))
         if spec.kind == _Spec.MEASUREMENT:  # one line of scalars, like ballooninfo
             src.unless(8, f"len({sub}) == {len(shape)}")
-            src.line(8, spec.plan, src.fetch(8, sub, shape), "tags")
+            src.line(8, spec.plan, src.fetch(8, sub, shape, spec.plan.field_keys, {}), "tags")
         else:  # one line per instance, like nics and blockstat: tap100i0, scsi0, ...
             i, leaf, it = src.var(), src.var(), src.var()
             src.emit(8, f"if len({sub}) == 1:")  # the usual case: one NIC, one disk
             src.emit(12, f"({i}, {leaf}), = {sub}.items()")
             ind = 12
+            leaf_names: dict[str, str] = {}  # the same locals in both branches
             for many in (False, True):
                 if many:
                     src.emit(8, "else:")
@@ -661,7 +669,7 @@ def _compile_row(plan: _Plan) -> _Apply | None:
                     src.emit(16, f"{leaf} = {sub}[{i}]")
                     ind = 16
                 src.unless(ind, f"type({leaf}) is dict and len({leaf}) == {len(shape)}")
-                leaf_names = src.fetch(ind, leaf, shape)
+                src.fetch(ind, leaf, shape, spec.plan.field_keys, leaf_names)
                 src.emit(ind, f'{it} = f"{{tags}},instance={{{i} if {i}.isalnum() else TAGMEMO[{i}]}}"')
                 src.line(ind, spec.plan, leaf_names, it)
     src.line(8, plan, names, "tags")
@@ -828,13 +836,19 @@ def _guests(
             ordered = sorted((r for r in rows if isinstance(r, Mapping)), key=_vmid_key)
         for row in ordered:
             vmid = row.get("vmid")
+            name = row.get("name")
+            if type(vmid) is int and type(name) is str and name:  # PVE 7+: one f-string, the name escaped once
+                tags = f"{head}{vmid!s}{node_tag},host={_tag_memo[name]}{cluster_tag}"
+                fn = fast.get(len(row))
+                if fn is None or not fn(row, out, tags, ts):
+                    _enc(out, row, tags, ts, ctx, None)
+                continue
             if type(vmid) is int:
                 vmid_s = str(vmid)
             elif vmid is None or vmid == "" or type(vmid) is bool:
                 continue
             else:  # PVE 6 sent strings
                 vmid_s = tag_escape(str(int(vmid)) if type(vmid) is float else str(vmid))
-            name = row.get("name")
             if type(name) is str and name:
                 host = ",host=" + _tag_memo[name]  # names repeat every cycle: escaped once
             elif name is None or name == "" or type(name) is bool:
