@@ -328,6 +328,7 @@ def test_read_only_token_sees_no_power_buttons_at_phone_width_and_in_the_dark(tm
         page.wait(lambda: browser.execute_script("return window.innerWidth") <= 400, "the narrow window")
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         assert not page.find("th[data-col='uptime']").is_displayed()  # optional columns give way
+        browser.execute_script("window.scrollTo(0, 0)")
         page.shot("control-page-phone.png")
 
         light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")

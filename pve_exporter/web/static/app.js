@@ -97,7 +97,7 @@ function fmtBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = n, i = 0;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
-  return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+  return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)}\u00a0${units[i]}`;  // never split from its unit
 }
 
 function fmtDuration(s) {
@@ -125,7 +125,7 @@ async function signIn(candidate) {
     state.canPower = me.scopes.includes("power") || me.scopes.includes("admin");
     document.body.classList.toggle("read-only", !state.canPower);
     $("session-user").textContent = me.user;
-    $("session-scopes").textContent = me.scopes.join(", ") + (state.canPower ? "" : " — read only");
+    $("session-scopes").textContent = me.scopes.join(", ") + (state.canPower ? "" : ": read only, no power actions");
     $("session").hidden = false;
     $("login").hidden = true;
     $("app").hidden = false;
