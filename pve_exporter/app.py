@@ -137,7 +137,8 @@ class Daemon:
         if settings.coordination is not None:
             self._leased = set()  # nothing is polled before a lease is won
             self.coord = coordinator_for(
-                settings.coordination, targets=lambda: [c.name for c in self.settings.clusters],
+                settings.coordination,
+                targets=self.targets,
                 retarget=self.retarget, monotonic=monotonic,
             )  # fmt: skip
             self.stats.extra.append(self.coord.families)
@@ -256,6 +257,7 @@ class Daemon:
                 continue  # another shard's target (static sharding)
             self._start_one(cfg)
         self.pbs.start(self.settings)
+        self.pbs.owns = self.owns  # its shard and, when coordinated, its lease decide who exposes a server
         if self.coord is not None:  # coordination: its leases start the clusters through retarget()
             self.coord.start()
         if self.control is not None:  # after the clusters: recovery reads tasks back through their clients
@@ -305,8 +307,8 @@ class Daemon:
             "1 if this replica polls and serves the configured target, 0 if another shard or replica does",
             ("target",),
         )  # fmt: skip
-        for c in self.settings.clusters:
-            owned.add((c.name,), 1.0 if self.owns(c.name) else 0.0)
+        for name in self.targets():
+            owned.add((name,), 1.0 if self.owns(name) else 0.0)
         return [ok.build(), ts.build(), rr.build(), owned.build()]
 
     def _influx_families(self, clusters: set[str] | None) -> list[Family]:
@@ -347,6 +349,11 @@ class Daemon:
         self.last_reload_ok = False
         log.error("reload rejected, keeping the running config", error=reason)
         return False
+
+    def targets(self) -> list[str]:
+        """Every configured target (clusters, then backup servers): what shards and leases divide."""
+        return list(dict.fromkeys([*(c.name for c in self.settings.clusters),
+                                   *(b.name for b in self.settings.backup_servers)]))  # fmt: skip
 
     def owns(self, name: str, settings: Settings | None = None) -> bool:
         """Whether this replica polls the target: its static shard, and its leases when coordinated."""
@@ -406,6 +413,7 @@ class Daemon:
         for name in changed:
             self._run(built[name])
         self.pbs.swap(pbs)
+        self.pbs.owns = self.owns
         for name, rt in clusters.items():
             if name not in built:  # unchanged clusters take new collect knobs between two cycles
                 rt.poller.reconfigure(self._poller_config(rt.cfg, new))
