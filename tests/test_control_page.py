@@ -41,6 +41,7 @@ def browser(tmp_path: Path):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, CSP violations
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver, log_output=str(tmp_path / "driver.log")),
                               options=options)
     driver.set_page_load_timeout(30)
@@ -337,6 +338,10 @@ def test_read_only_token_sees_no_power_buttons_at_phone_width_and_in_the_dark(tm
         dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert light == "rgb(255, 255, 255)" and dark != light
         assert sum(int(c) for c in dark[4:-1].split(",")) < 120  # a dark background
+
+        # the strict Content-Security-Policy held: nothing refused, no script error on the console
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not [m for m in errors if "Content Security Policy" in m or "Uncaught" in m], errors
 
 
 def test_keyboard_only_stop_and_an_unreachable_cluster(tmp_path: Path, browser) -> None:
