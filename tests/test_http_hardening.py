@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from pve_exporter.app import _wants_gzip, build_app
+from pve_exporter.app import build_app
+from pve_exporter.handlers import _wants_gzip
 from pve_exporter.listener import (
     FD_RESERVE,
     MIN_CONNECTIONS,
