@@ -144,6 +144,7 @@ def test_sign_in_header_state_aware_buttons_and_a_confirmed_stop(tmp_path: Path,
         row = page.row("lab/102")
         assert "odd name" in page.find(row).text and "running" in page.find(row).text
         assert page.find(f"{row} td[data-col='cpu']").text.endswith("%")
+        assert "figures 0 s old" in page.find(f"{row} td[data-col='cpu']").get_attribute("title")
         assert "/" in page.find(f"{row} td[data-col='mem']").text
         start = page.button("lab/102", "start")
         assert start.get_attribute("disabled") and "already running" in start.get_attribute("title")
@@ -390,3 +391,5 @@ def test_keyboard_only_stop_and_an_unreachable_cluster(tmp_path: Path, browser) 
         assert "unreachable" in page.find(head).text and "failing: " in page.find(head).text
         assert "last known" in page.find(head).get_attribute("title")
         assert len(page.all("#guests tbody tr[data-key]")) == 12
+        cpu = page.find("#guests tr[data-key='lab/100'] td[data-col='cpu']")
+        assert "muted" in cpu.get_attribute("class") and "last known" in cpu.get_attribute("title")

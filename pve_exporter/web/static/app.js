@@ -262,6 +262,7 @@ function renderGuests() {
   const focusKey = document.activeElement && document.activeElement.dataset
     ? document.activeElement.dataset.focusKey : undefined;
   const rows = visibleGuests();
+  const clusterOf = new Map(state.clusters.map((c) => [c.name, c]));
   const body = $("guests").tBodies[0];
   body.replaceChildren();
   for (const g of rows.slice(0, MAX_ROWS)) {
@@ -295,11 +296,17 @@ function renderGuests() {
     cell(tr, g.type + (g.template ? " template" : ""), "opt wrap");
     const st = cell(tr, g.status, "status status-" + g.status);
     st.dataset.col = "status";
-    const cpu = cell(tr, g.cpu === null ? "" : `${(g.cpu * 100).toFixed(1)} %`, "num");
+    const c = clusterOf.get(g.cluster) || {};
+    const stale = c.health === "unreachable" || !c.fresh;
+    const age = `figures ${fmtAge(g.data_age_seconds)} old` + (stale ? " (last known: the cluster does not answer)" : "");
+    const cpu = cell(tr, g.cpu === null ? "" : `${(g.cpu * 100).toFixed(1)} %`, "num" + (stale ? " muted" : ""));
     cpu.dataset.col = "cpu";
-    if (g.maxcpu) cpu.title = `of ${g.maxcpu} CPU(s)`;
-    const mem = cell(tr, g.maxmem ? `${g.mem === null ? "–" : fmtBytes(g.mem)} / ${fmtBytes(g.maxmem)}` : "", "num");
+    cpu.title = (g.maxcpu ? `of ${g.maxcpu} CPU(s); ` : "") + age;
+    const memText = g.maxmem ? `${g.mem === null ? "–" : fmtBytes(g.mem)} / ${fmtBytes(g.maxmem)}` : "";
+    const mem = cell(tr, memText, "num" + (stale ? " muted" : ""));
     mem.dataset.col = "mem";
+    mem.title = age;
+    tr.dataset.age = String(g.data_age_seconds);
     cell(tr, fmtDuration(g.uptime), "num opt").dataset.col = "uptime";
     cell(tr, g.tags.join(", "), "opt wrap");
     if (state.canPower) {
