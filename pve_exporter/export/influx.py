@@ -615,7 +615,7 @@ class _RowSource:
             self.unless(ind, f"list(map(type, w)) == {self.const(list(types))}")  # a list: cheaper than a tuple
         return names
 
-    def line(self, ind: int, plan: _Plan, names: dict[str, str], tags: str) -> None:
+    def line(self, ind: int, plan: _Plan, names: dict[str, str], instance: str | None = None) -> None:
         """One line of `plan` from bound locals: floats checked (NaN, ±Inf: the general path) and
         written by `%s` (repr), strings through their memo. (orjson writes floats faster, but with
         the split and the checks it needs to match repr it cost ~4% more here: measured, dropped.)"""
@@ -628,8 +628,12 @@ class _RowSource:
         for i, memo in plan.strings:
             self.emit(ind, f"{vals[i]} = {self.const(memo)}[{vals[i]}]")
             self.unless(ind, f"{vals[i]} is not None")
-        fmt = self.const(plan.prefix.replace("%", "%%") + "%s " + plan.fmt + " %s")
-        self.emit(ind, f"out.append({fmt} % ({tags}, {', '.join(vals)}, ts))")
+        if instance is None:
+            fmt = self.const(plan.prefix.replace("%", "%%") + "%s " + plan.fmt + " %s")
+            self.emit(ind, f"out.append({fmt} % (tags, {', '.join(vals)}, ts))")
+        else:  # the instance tag written by the same `%` (no intermediate string)
+            fmt = self.const(plan.prefix.replace("%", "%%") + "%s,instance=%s " + plan.fmt + " %s")
+            self.emit(ind, f"out.append({fmt} % (tags, {instance}, {', '.join(vals)}, ts))")
 
 
 def _compile_row(plan: _Plan) -> _Apply | None:
@@ -655,7 +659,7 @@ def _compile_row(plan: _Plan) -> _Apply | None:
         shape = tuple(sorted(zip(spec.keys, spec.types, strict=True), key=itemgetter(0)))
         if spec.kind == _Spec.MEASUREMENT:  # one line of scalars, like ballooninfo
             src.unless(8, f"len({sub}) == {len(shape)}")
-            src.line(8, spec.plan, src.fetch(8, sub, shape, spec.plan.field_keys, {}), "tags")
+            src.line(8, spec.plan, src.fetch(8, sub, shape, spec.plan.field_keys, {}))
         else:  # one line per instance, like nics and blockstat: tap100i0, scsi0, ...
             i, leaf, it = src.var(), src.var(), src.var()
             src.emit(8, f"if len({sub}) == 1:")  # the usual case: one NIC, one disk
@@ -670,9 +674,9 @@ def _compile_row(plan: _Plan) -> _Apply | None:
                     ind = 16
                 src.unless(ind, f"type({leaf}) is dict and len({leaf}) == {len(shape)}")
                 src.fetch(ind, leaf, shape, spec.plan.field_keys, leaf_names)
-                src.emit(ind, f'{it} = f"{{tags}},instance={{{i} if {i}.isalnum() else TAGMEMO[{i}]}}"')
+                src.emit(ind, f"{it} = {i} if {i}.isalnum() else TAGMEMO[{i}]")  # tap100i0, scsi0: nothing to escape
                 src.line(ind, spec.plan, leaf_names, it)
-    src.line(8, plan, names, "tags")
+    src.line(8, plan, names)
     src.emit(8, "return True")
     src.emit(4, "except (KeyError, TypeError, AttributeError):  # not this shape after all")
     src.emit(8, *src.miss)
