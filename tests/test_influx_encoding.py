@@ -420,8 +420,8 @@ def test_row_function_takes_pve_shaped_rows_and_writes_the_reference_bytes():
 
 @pytest.mark.parametrize("value", [*_FLOATS, math.nan, math.inf, -math.inf])
 def test_row_function_floats_are_written_as_repr_or_dropped(value):
-    """orjson writes most floats as repr does; exponents, values below 1e-4 and NaN/±Inf take repr or
-    the reference path. One float per line and several (the orjson path) are both checked."""
+    """Every float as repr writes it (exponents, values below 1e-4, -0.0, the largest), NaN/±Inf
+    dropped by the reference path; in a line with one float and in one with several."""
     rows = [_pve_row(1), _pve_row(2)]
     rows[1]["cpu"] = value
     rows[1]["blockstat"]["scsi0"]["latency"] = value  # a line with a single float
