@@ -84,7 +84,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,6 +295,8 @@ class Freshness:
     checked: int = 0
     stale: list[Stale] = field(default_factory=list)
     ghosts: list[str] = field(default_factory=list)
+    history: dict[str, deque[tuple[float, float, float]]] = field(default_factory=dict)  # (t, value, sim clock)
+    backwards: list[str] = field(default_factory=list)
     stalls: list[tuple[float, float]] = field(default_factory=list)  # the whole machine stood still
     loop_stalls: list[tuple[float, float]] = field(default_factory=list)  # the daemon did not answer /-/healthy
 
@@ -322,7 +324,16 @@ class Freshness:
                         self.ghosts.append(f"t={t:.0f}: removed cluster {cluster} still exported {t - gone:.0f} s "
                                            f"after its removal")  # fmt: skip
                     continue
-                if self.last_value.get(cluster) != value:
+                hist = self.history.setdefault(cluster, deque(maxlen=8))
+                hist.append((t, value, sim_now))
+                prev = self.last_value.get(cluster)
+                if prev is not None and value < prev and not (self.wall_offset < 0 or prev - value > 1800):
+                    # earlier than what was already shown, with no step back of the wall clock: an old page
+                    if len(self.backwards) < 10:
+                        self.backwards.append(f"t={t:.0f}: {cluster} last_success_timestamp went back from "
+                                              f"{prev:.3f} to {value:.3f}")  # fmt: skip
+                    continue
+                if prev != value:
                     self.last_value[cluster] = value
                     self.last_change[cluster] = t
             for cluster in self.applied:
@@ -344,8 +355,10 @@ class Freshness:
                         self.stale.append(Stale(t, cluster, ts_age, limit, f"last_success_timestamp "
                                                 f"{values[cluster]:.0f} is {-ts_age:.1f} s AHEAD of the simulator's "
                                                 f"clock", 0.0, 0.0))  # fmt: skip
+                    trace = ", ".join(f"t={a:.1f} {v - c:+.1f}" for a, v, c in self.history.get(cluster, ()))
                     self.judge(t, cluster, ts_age, limit, f"last_success_timestamp {values[cluster]:.0f} is "
-                                                          f"{ts_age:.1f} s behind the simulator's clock")
+                                                          f"{ts_age:.1f} s behind the simulator's clock (last "
+                                                          f"observations, value - simulator clock: {trace})")
 
     def episodes(self) -> list[Stale]:
         """The worst observation of each run of stale observations of a cluster (3 s apart at most)."""
@@ -1091,6 +1104,8 @@ class Chaos:
         self.stale_kinds = kinds
         for g in self.fresh.ghosts[:5]:
             self.fail(g)
+        for b in self.fresh.backwards:
+            self.fail(f"/metrics went back in time: {b}")
         daemon_log = self.daemon.log.read_text(errors="replace") if self.daemon.log.exists() else ""
         errors = Counter()
         for line in daemon_log.splitlines():
