@@ -132,6 +132,24 @@ async def test_guest_rows_carry_the_snapshots_figures(tmp_path) -> None:
         assert {g["data_age_seconds"] for g in doc["guests"]} == {7}
 
 
+async def test_guest_rows_carry_the_last_backup_over_every_source(tmp_path) -> None:
+    """`last_backup` is the snapshot's joined pve_guest_last_backup_timestamp_seconds (the same number
+    Prometheus gets), null for a guest with no backup anywhere."""
+    from pve_exporter.control.operations import iso
+    from tests.simharness import series
+
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        status, doc, _ = await ctl.call("GET", "/api/v1/guests?cluster=lab", token="viewer")
+        assert status == 200
+        text = ctl.daemon.metrics_body(["lab"], False).decode()
+    newest = {dict(lab)["id"]: v for (n, lab), v in series(text).items()
+              if n == "pve_guest_last_backup_timestamp_seconds"}  # fmt: skip
+    assert newest, "the simulator has backups"
+    for g in doc["guests"]:
+        assert g["last_backup"] == iso(newest.get(f"{g['type']}/{g['vmid']}")), g
+    assert any(g["last_backup"] is None for g in doc["guests"]) or len(newest) == len(doc["guests"])
+
+
 async def test_an_offline_node_and_an_unreachable_cluster_are_reported(tmp_path) -> None:
     async with control_app(tmp_path / "ops.sqlite") as ctl:
         lab = ctl.sim.cluster("lab")

@@ -68,7 +68,7 @@ GUEST: Json = {
     "description": "A guest as of the cluster's latest snapshot; the figures come from the same /cluster/resources "
                    "rows (no PVE call per request) and are null while the guest is not running or PVE gave none.",
     "required": ["cluster", "vmid", "name", "node", "type", "status", "template", "tags", "active_operation",
-                 "node_online", "cpu", "maxcpu", "mem", "maxmem", "uptime", "data_age_seconds"],
+                 "node_online", "cpu", "maxcpu", "mem", "maxmem", "uptime", "data_age_seconds", "last_backup"],
     "additionalProperties": False,
     "properties": {
         "cluster": _STR, "vmid": _VMID, "name": _nullable(_STR), "node": _STR,
@@ -84,6 +84,9 @@ GUEST: Json = {
         "uptime": _nullable({"type": "integer", "description": "Seconds since the guest started"}),
         "data_age_seconds": _nullable({"type": "number", "minimum": 0,
                                        "description": "Age of the /cluster/resources rows these figures come from"}),
+        "last_backup": _nullable({"type": "string", "format": "date-time",
+                                  "description": "Newest backup over every source (PVE backup storages and linked "
+                                                 "Proxmox Backup Servers); null when none is known"}),
     },
 }  # fmt: skip
 

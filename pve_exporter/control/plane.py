@@ -229,6 +229,7 @@ class ControlPlane:
             payload = snap.payloads.get("/cluster/resources")
             age = round(max(0.0, now - payload.fetched_at), 3) if payload is not None else None
             online = {n.name: n.online for n in snap.shared.nodes} if snap.shared is not None else {}
+            backups = _last_backups(snap)
             for vmid in sorted(snap.guests):
                 g = snap.guests[vmid]
                 if (nodes and g.node not in nodes) or (types and g.type not in types):
@@ -244,7 +245,8 @@ class ControlPlane:
                             "cpu": _ratio(row.get("cpu")) if up else None, "maxcpu": num(row.get("maxcpu")),
                             "mem": integer(row.get("mem")) if up else None, "maxmem": integer(row.get("maxmem")),
                             "uptime": integer(row.get("uptime")) if up else None,
-                            "data_age_seconds": age})  # fmt: skip
+                            "data_age_seconds": age,
+                            "last_backup": iso(backups.get(f"{g.type}/{vmid}"))})  # fmt: skip
         return out
 
     async def task_log(self, op: Operation, *, start: int, limit: int) -> dict[str, Any]:
@@ -307,3 +309,15 @@ def _ratio(value: Any) -> float | None:
 
 
 CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)
+
+
+LAST_BACKUP = "pve_guest_last_backup_timestamp_seconds"
+
+
+def _last_backups(snap: Snapshot) -> dict[str, float]:
+    """id → newest backup time over every source (the snapshot's joined family; PVE storages and linked PBS)."""
+    fam = next((f for f in snap.families if f.name == LAST_BACKUP), None)
+    if fam is None or "id" not in fam.labels:
+        return {}
+    at = fam.labels.index("id")
+    return {labels[at]: value for labels, value in fam.samples if value is not None}

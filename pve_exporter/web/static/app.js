@@ -234,6 +234,7 @@ function visibleGuests() {
     if (key === "cpu") return g.cpu === null ? -1 : g.cpu;
     if (key === "mem") return g.mem === null ? -1 : g.mem;
     if (key === "uptime") return g.uptime === null ? -1 : g.uptime;
+    if (key === "backup") return g.last_backup || "";
     if (key === "vmid") return g.vmid;
     return String(g[key] || "").toLowerCase();
   };
@@ -308,6 +309,10 @@ function renderGuests() {
     mem.title = age;
     tr.dataset.age = String(g.data_age_seconds);
     cell(tr, fmtDuration(g.uptime), "num opt").dataset.col = "uptime";
+    const backup = cell(tr, g.last_backup ? `${fmtDuration((Date.now() - Date.parse(g.last_backup)) / 1000)} ago` : "none",
+      "num opt" + (g.last_backup ? "" : " muted"));
+    backup.dataset.col = "backup";
+    backup.title = g.last_backup ? `newest backup: ${g.last_backup} (every source)` : "no backup known on any source";
     cell(tr, g.tags.join(", "), "opt wrap");
     if (state.canPower) {
       const td = cell(tr, "", "actions power-only");
