@@ -159,9 +159,35 @@ async def handle_index(request: web.Request) -> web.Response:
             f"{' · failing: ' + html.escape(', '.join(failing)) if failing else ''}</td></tr>"
         )
     page = _INDEX.format(version=__version__, rows="\n".join(rows), style=_INDEX_STYLE)
+    if daemon.pbs.servers:
+        page = page.replace("</body>", _backup_servers(daemon) + "</body>")
     if daemon.control is not None:
         page = page.replace("</body>", await _operation_counts(daemon.control) + "</body>")
     return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": _INDEX_CSP})
+
+
+def _backup_servers(daemon: Daemon) -> str:
+    """The landing page's table of Proxmox Backup Servers: state, data age, datastores, a link."""
+    rows = []
+    for name in sorted(daemon.pbs.servers):
+        e = html.escape(name)
+        snap = daemon.pbs.snapshots.get(name)
+        if not daemon.owns(name):
+            rows.append(f"<tr><td>{e}</td><td>served by another replica</td><td></td><td></td></tr>")
+            continue
+        if snap is None:
+            rows.append(f"<tr><td>{e}</td><td>starting</td><td>never</td><td></td></tr>")
+            continue
+        failing = [r.name for r in snap.results.values() if not r.ok]
+        state = "ok" if snap.reachable and not failing else ("unreachable" if not snap.reachable else "partial")
+        age = _age(None if snap.reached_mono is None else max(0.0, daemon.monotonic() - snap.reached_mono))
+        rows.append(
+            f"<tr><td>{e}</td><td class='{state}'>{state}</td><td>{age}</td>"
+            f"<td><a href='metrics?server={e}'>metrics</a>"
+            f"{' · failing: ' + html.escape(', '.join(failing)) if failing else ''}</td></tr>"
+        )
+    return ("<h2>Backup servers</h2>\n<table id='backup-servers'><tr><th>server</th><th>state</th>"
+            "<th>last success</th><th></th></tr>\n" + "\n".join(rows) + "\n</table>")
 
 
 async def _operation_counts(control: ControlPlane) -> str:

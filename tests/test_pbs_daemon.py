@@ -106,6 +106,17 @@ async def test_server_selection_and_unknown_server():
             assert 'pbs_up{server="backup1"} 1' in text and "pve_up{" not in text
 
 
+async def test_landing_page_lists_the_backup_servers():
+    async with pbs_daemon() as (daemon, _sim, _pbs, _clock):
+        app = build_app(daemon)
+        async with TestClient(TestServer(app)) as http:
+            page = await (await http.get("/")).text()
+            assert "backup-servers" in page and "<td>backup1</td><td>starting</td>" in page
+            await daemon.pbs.servers["backup1"].poller.run_once()
+            page = await (await http.get("/")).text()
+            assert "<td>backup1</td><td class='ok'>ok</td>" in page and "metrics?server=backup1" in page
+
+
 async def test_down_keeps_stale_data_then_drops_it():
     async with pbs_daemon() as (daemon, _sim, pbs, clock):
         poller = daemon.pbs.servers["backup1"].poller
