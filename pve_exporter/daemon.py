@@ -7,6 +7,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +73,19 @@ def restart_required(running: Settings, configured: Settings) -> tuple[str, ...]
     return tuple(k for k in RESTART_KEYS if _setting(running, k) != _setting(configured, k))
 
 
+SELF_METRICS_MAX_AGE = 1.0  # s: how long a scrape may reuse the rendered self-metrics of an unchanged selection
+
+
+@dataclass(frozen=True, slots=True)
+class OwnMetrics:
+    """The self-metrics as rendered for one selection: text for plain scrapes, a part for gzip ones."""
+
+    version: tuple[int, ...]
+    made: float  # monotonic
+    text: bytes
+    part: Part
+
+
 class ClusterRuntime:
     """A running cluster: its settings, client, poller and poll task."""
 
@@ -119,6 +133,7 @@ class Daemon:
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.restart_required: tuple[str, ...] = ()
+        self._own: dict[tuple[str, ...], OwnMetrics] = {}  # self-metrics per selection, see own_metrics
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /api/v1/reload: one transaction at a time
         self._leased: set[str] | None = None  # targets this replica holds a lease for (coordination); None: all
         # Replicas (settings.coordination): PostgreSQL leases decide what this daemon polls (pve_exporter/coord/).
@@ -478,6 +493,24 @@ class Daemon:
 
     def ready(self) -> bool:
         return all(self.store.get(name) is not None for name in self.clusters)
+
+    def own_metrics(self, selection: Sequence[str]) -> OwnMetrics:
+        """The self-metrics part of a scrape: rendered and compressed at most once per
+        SELF_METRICS_MAX_AGE seconds per selection (at 20 clusters it is ~2 600 series, ~13 ms of the
+        event loop per scrape otherwise), and again at once whenever a selected cluster's snapshot
+        changed, so collection self-metrics are never older than the page they describe."""
+        key = tuple(sorted(set(selection)))
+        version = self.exposition.version(key)
+        now = self.monotonic()
+        hit = self._own.get(key)
+        if hit is not None and hit.version == version and 0 <= now - hit.made < SELF_METRICS_MAX_AGE:
+            return hit
+        text = render(self.stats.families(list(key)))
+        made = OwnMetrics(version, now, text, Part.of(text))
+        if len(self._own) >= 16 and key not in self._own:
+            self._own.pop(next(iter(self._own)))
+        self._own[key] = made
+        return made
 
     def metrics_body(self, selection: list[str], gzipped: bool, servers: Sequence[str] = ()) -> bytes:
         """The whole page as one bytes object (tests, tools); scrapes stream the parts instead."""

@@ -11,8 +11,8 @@ from aiohttp import web
 from pve_exporter import __version__, htmlsecurity
 from pve_exporter.control.plane import ControlPlane
 from pve_exporter.daemon import Daemon
-from pve_exporter.export.gzipjoin import Part, combine
-from pve_exporter.export.prometheus import CONTENT_TYPE, render
+from pve_exporter.export.gzipjoin import combine
+from pve_exporter.export.prometheus import CONTENT_TYPE
 from pve_exporter.freshness import no_fresh_data
 from pve_exporter.httperrors import error_response
 from pve_exporter.shard import shard_of
@@ -48,15 +48,15 @@ async def _metrics_response(
     self-metrics part; nothing is rendered or compressed as a whole per scrape."""
     daemon = request.app[DAEMON]
     resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    own = daemon.own_metrics(selection)  # rendered at most once a second per selection
     if _wants_gzip(request):
         # One gzip stream: the cached, pre-compressed parts plus the self-metrics part.
-        own = Part.of(render(daemon.stats.families(selection)))
-        extra = combine(own, daemon.pbs.gzip_part(servers))  # backup servers' data: compressed once per cycle
+        extra = combine(own.part, daemon.pbs.gzip_part(servers))  # backup servers' data: compressed once per cycle
         chunks = await daemon.exposition.gzip_chunks(selection, extra=extra)  # joined in a worker thread
         resp.headers["Content-Encoding"] = "gzip"
     else:
-        page = await daemon.exposition.plain(selection)  # inflated in a worker thread, kept per snapshot
-        chunks = [page, render(daemon.stats.families(selection)), daemon.pbs.page(servers)]
+        page = await daemon.exposition.plain(selection)  # made in a worker thread, kept per snapshot
+        chunks = [page, own.text, daemon.pbs.page(servers)]
     resp.content_length = sum(len(c) for c in chunks)
     await resp.prepare(request)
     for c in chunks:

@@ -335,3 +335,26 @@ async def test_restarted_guest_config_fetched_again():
     client.calls.clear()
     await poller.run_once()
     assert [c for c in client.calls if c.endswith("/config")] == ["/nodes/pve1/qemu/101/config"]
+
+
+def test_config_refreshes_are_dealt_across_nodes():
+    """Configs read node after node at start-up (the cap's burst) must not come due node after node:
+    each cycle's refreshes are spread over the nodes (≤ 6 requests per node per minute is the budget)."""
+    from collections import Counter
+
+    from pve_exporter.collect.base import CacheView, pick_due
+
+    nodes, per_node, interval, refresh = 10, 100, 5.0, 3600.0
+    paths = [f"/nodes/pve{n}/qemu/{1000 * n + i}/config" for n in range(nodes) for i in range(per_node)]
+    fetched: dict[str, float] = {}
+    now, worst, cycles = 0.0, 0, 0
+    while now < 2 * refresh:
+        due = pick_due(CacheView(now, fetched, {}, interval), paths, refresh_seconds=refresh, max_per_cycle=50)
+        if len(fetched) == len(paths):  # after the warm-up
+            worst = max(worst, max(Counter(r.node for r in due).values(), default=0))
+            assert max(now - t for t in fetched.values()) <= refresh + 60  # hourly, give or take a minute
+            cycles += 1
+        for r in due:
+            fetched[r.path] = now
+        now += interval
+    assert cycles > 1000 and worst <= 1, worst  # pace 2 a cycle over 10 nodes: never two to one node at once

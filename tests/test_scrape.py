@@ -67,14 +67,15 @@ async def test_a_plain_scrape_inflates_in_a_worker_thread_once_per_snapshot(clie
     again = await (await c.get("/metrics", headers=plain)).text()
     assert len(data_lines(first, "a")) == 100_000
     assert data_lines(again, "a") == data_lines(first, "a")
-    assert calls == [False]  # inflated once, and not on the event loop's thread
+    assert calls == [False, False]  # each cluster inflated once, and not on the event loop's thread
     gz = await c.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert gz.headers["Content-Encoding"] == "gzip" and len(data_lines(await gz.text(), "a")) == 100_000
-    assert calls == [False]  # a gzip scrape never inflates
+    assert calls == [False, False]  # a gzip scrape never inflates
     daemon.store.put(snap("a", 5, seq=2))
     assert daemon.exposition._plain == {}  # the old plain page is freed at the swap
     text = await (await c.get("/metrics", headers=plain)).text()
-    assert len(data_lines(text, "a")) == 5 and calls == [False, False]
+    assert len(data_lines(text, "a")) == 5 and len(data_lines(text, "b")) == 10
+    assert calls == [False, False, False]  # only the changed cluster is inflated again
 
 
 async def test_a_changed_page_is_joined_in_a_worker_thread(client, monkeypatch):
@@ -116,3 +117,57 @@ async def test_concurrent_plain_scrapes_share_one_inflate(client, monkeypatch):
     texts = [await r.text() for r in pages]
     assert all(len(data_lines(t, "a")) == 20_000 for t in texts)
     assert calls == [1]
+
+
+async def test_the_plain_page_is_the_gzip_page_inflated_with_families_grouped():
+    """Per-cluster texts joined per family give byte for byte what the gzip stream holds."""
+    import gzip
+
+    from pve_exporter.export.prometheus import Exposition
+
+    def multi(name: str, n: int, seq: int = 1) -> Snapshot:
+        fams = tuple(
+            Family(f"pve_f{k}", "gauge", f"F{k}.", ("id",), tuple(((f"qemu/{i}",), float(i * k)) for i in range(n)))
+            for k in range(3)
+        )
+        return Snapshot(name, seq, 0.0, 1.0, True, 1.0, fams, MappingProxyType({}))
+
+    e = Exposition()
+    for name, n in (("a", 50), ("b", 7), ("c", 0)):
+        e.update(multi(name, n))
+    for selection in (["a", "b", "c"], ["b"], ["c", "a"]):
+        plain = await e.plain(selection)
+        assert plain == gzip.decompress(e.gzipped(selection)) == e.body(selection)
+    e.update(multi("b", 3, seq=2))  # one cluster changes: the page follows
+    assert await e.plain(["a", "b"]) == e.body(["a", "b"])
+
+
+async def test_self_metrics_are_rendered_at_most_once_a_second_and_after_every_swap(monkeypatch):
+    """At 20 clusters the self-metrics are ~2 600 series: four scrapers must not each render them."""
+    from pve_exporter.clock import ManualClock
+    from pve_exporter.selfmetrics import SelfStats
+
+    clock = ManualClock()
+    daemon = Daemon(Settings(listen="127.0.0.1:0", clusters=[cluster("a"), cluster("b")]), autostart=False,
+                    clock=clock, monotonic=clock.monotonic)  # fmt: skip
+    made: list[int] = []
+    real = SelfStats.families
+
+    def counting(self, selection):
+        made.append(1)
+        return real(self, selection)
+
+    monkeypatch.setattr(SelfStats, "families", counting)
+    async with TestClient(TestServer(build_app(daemon))) as c:
+        daemon.store.put(snap("a", 3))
+        for _ in range(4):
+            assert (await c.get("/metrics", headers={"Accept-Encoding": "gzip"})).status == 200
+        assert len(made) == 1
+        daemon.store.put(snap("a", 4, seq=2))  # a new snapshot: its collection self-metrics are new too
+        text = await (await c.get("/metrics", headers={"Accept-Encoding": "identity"})).text()
+        assert len(made) == 2 and "pve_exporter_cycles_total" in text
+        clock.t += 1.0  # a second later even an unchanged page gets fresh counters
+        await c.get("/metrics")
+        assert len(made) == 3
+        await c.get("/metrics?cluster=b")  # another selection has its own
+        assert len(made) == 4

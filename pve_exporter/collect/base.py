@@ -6,6 +6,7 @@ and `parse(shared, payloads)` turns their JSON into families. The poller does al
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,14 +117,17 @@ def pick_due(
     """Per-guest paths to fetch this cycle, routed to the node in the path.
 
     Never-fetched and `urgent` ones first, at most `max_per_cycle` (a burst at start-up or when many
-    guests appear). Refreshes are paced: ⌈G·interval/refresh⌉ of the oldest each cycle (each path at
-    most twice per refresh period), so the load is even and every path is re-read about once per
-    `refresh_seconds` whatever G is: when that pace exceeds `max_per_cycle`, the pace wins (the cap
-    bounds bursts; it must not make the refresh lag). Paths overdue beyond the pace catch up within the cap.
+    guests appear). Refreshes are paced: ⌈G·interval/refresh⌉ of the oldest each cycle, dealt across
+    nodes, so the load is even and every path is re-read about once per `refresh_seconds` whatever G
+    is: when that pace exceeds `max_per_cycle`, the pace wins (the cap bounds bursts; it must not make
+    the refresh lag). Paths overdue beyond the pace catch up within the cap.
     """
     missing: list[str] = list(urgent)
+    pace = math.ceil(len(paths) * cache.interval / refresh_seconds) if paths and cache.interval else 0
+    # Refreshes start early enough that the pace gets round every path within the period, and no
+    # earlier: a small cluster is not re-read every few cycles.
+    early = max(0.0, refresh_seconds - math.ceil(len(paths) / pace) * cache.interval) if pace else refresh_seconds
     old: list[tuple[float, str]] = []
-    early = refresh_seconds / 2 if cache.interval else refresh_seconds
     for path in paths:
         age = cache.age(path)
         if age is None:
@@ -131,16 +135,28 @@ def pick_due(
         elif age >= early:
             old.append((-age, path))
     old.sort()
-    chosen = missing[:max_per_cycle]
-    if cache.interval:
-        pace = math.ceil(len(paths) * cache.interval / refresh_seconds) if paths else 0
+    urgent_set = set(urgent)
+    chosen = [*urgent, *_across_nodes([p for p in missing if p not in urgent_set])][:max_per_cycle]
+    if pace:
         overdue = sum(1 for a, _ in old if -a >= refresh_seconds)
         n_old = max(pace, min(overdue, max_per_cycle - len(chosen)))
         limit = max(max_per_cycle, pace)
     else:
         n_old, limit = max_per_cycle, max_per_cycle
-    chosen += [p for _, p in old[:n_old]]
+    chosen += _across_nodes([p for _, p in old])[:n_old]
     return [Request(p, node=p.split("/")[2]) for p in chosen[:limit]]
+
+
+def _across_nodes(paths: list[str]) -> list[str]:
+    """Oldest first, dealt across nodes: guests read together at start-up (one node after the other)
+    are refreshed one from each node in turn, so no node gets a cycle's whole share of reads."""
+    by_node: dict[str, list[str]] = {}
+    for p in paths:
+        by_node.setdefault(p.split("/")[2], []).append(p)
+    out: list[str] = []
+    for turn in itertools.zip_longest(*by_node.values()):
+        out.extend(p for p in turn if p is not None)
+    return out
 
 
 PlanFn = Callable[[Shared, CacheView], Sequence[Request]]

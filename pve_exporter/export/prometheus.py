@@ -88,7 +88,7 @@ class RenderedCluster:
     again, so `seq` cannot tell two renderings apart.
     """
 
-    __slots__ = ("gen", "parts")
+    __slots__ = ("gen", "parts", "text")
 
     def __init__(self, snap: Snapshot) -> None:
         self.gen = next(_generation)
@@ -96,6 +96,22 @@ class RenderedCluster:
             f.name: (Part.of(header(f).encode()), Part.of(render_samples(f, snap.cluster).encode()))
             for f in snap.families
         }
+        self.text: dict[str, tuple[bytes, bytes]] | None = None  # inflated on a plain scrape's demand
+
+    def plain(self) -> dict[str, tuple[bytes, bytes]]:
+        """(header, samples) text per family: the parts inflated once (in one go: they form one
+        valid stream back to back) and kept with this rendering, so a plain scrape after another
+        cluster changed inflates only that cluster. Runs in a worker thread."""
+        if self.text is None:
+            items = list(self.parts.items())
+            raw = _inflate(b"".join(p.deflate for _, pair in items for p in pair))
+            text: dict[str, tuple[bytes, bytes]] = {}
+            at = 0
+            for name, (head, samples) in items:
+                text[name] = (raw[at : at + head.size], raw[at + head.size : at + head.size + samples.size])
+                at += head.size + samples.size
+            self.text = text
+        return self.text
 
 
 _generation = itertools.count(1)  # next() on a count is atomic under the GIL: safe from worker threads
@@ -107,6 +123,23 @@ def _inflate(deflate: bytes) -> bytes:
 
 
 Key = tuple[str, ...]
+
+
+def _plain_page(rendered: list[RenderedCluster]) -> bytes:
+    """The plain page of these clusters, grouped by family as the text format wants (worker thread)."""
+    texts = [r.plain() for r in rendered]
+    out: list[bytes] = []
+    for name in sorted({n for t in texts for n in t}):
+        head = False
+        for t in texts:
+            pair = t.get(name)
+            if pair is None:
+                continue
+            if not head:
+                out.append(pair[0])
+                head = True
+            out.append(pair[1])
+    return b"".join(out)
 
 
 class Exposition:
@@ -162,6 +195,10 @@ class Exposition:
 
     def _version(self, key: Key) -> tuple[int, ...]:
         return tuple(self._clusters[c].gen if c in self._clusters else -1 for c in key)
+
+    def version(self, selection: Sequence[str]) -> tuple[int, ...]:
+        """The renderings a selection's page is made of: it changes whenever one of them is swapped."""
+        return self._version(self._key(selection))
 
     def parts(self, selection: Sequence[str]) -> list[Part]:
         """Each family's header once, then its samples from every selected cluster (the text format
@@ -232,19 +269,21 @@ class Exposition:
         return gzipjoin.finish(joined) if gzipped else _inflate(joined.deflate)
 
     async def plain(self, selection: Sequence[str]) -> bytes:
-        """The plain page for a scrape without gzip: inflated in a worker thread (tens of MB at
-        reference scale) and kept until one of its clusters changes, so repeated plain scrapes of
-        one snapshot pay once and the event loop never does."""
+        """The plain page for a scrape without gzip, made in a worker thread (tens of MB at reference
+        scale): each cluster's text is inflated once per rendering and kept with it, so when one of
+        twenty clusters changed only that one is inflated again; the page is kept until one of its
+        clusters changes, so repeated plain scrapes of one snapshot pay once, and the loop never does."""
         key = self._key(selection)
         hit = self._plain.get(key)
         if hit is not None and hit[0] == self._version(key):
             return hit[1]
-        async with self._plain_lock:  # concurrent plain scrapes of one page inflate it once
-            version, joined = await self.joined(key)
+        async with self._plain_lock:  # concurrent plain scrapes of one page make it once
+            version = self._version(key)
             hit = self._plain.get(key)
             if hit is not None and hit[0] == version:
                 return hit[1]
-            text = await asyncio.to_thread(_inflate, joined.deflate)
+            rendered = [self._clusters[c] for c in key if c in self._clusters]
+            text = await asyncio.to_thread(_plain_page, rendered)
             if self._version(key) == version:
                 self._plain[key] = (version, text)
                 self._trim_plain(key)
