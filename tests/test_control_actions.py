@@ -288,3 +288,50 @@ async def test_metrics_count_operations_and_the_poller_is_triggered(tmp_path) ->
         assert status == 202 and body["triggered"] is True
         status, body, _ = await ctl.call("POST", "/api/v1/clusters/lab/collect", token="ops")
         assert status == 403 and body["details"]["required_scope"] == "admin"
+
+
+async def test_duration_is_measured_on_the_monotonic_clock_across_a_wall_clock_step(tmp_path) -> None:
+    """An operation that spans an NTP step keeps its real duration (found by the chaos soak: ~3600 s more)."""
+    vmid, _node = GUESTS["qemu"]
+    async with control_app(tmp_path / "ops.sqlite") as ctl:
+        op = await ctl.act("lab", vmid, "restart", timeout_seconds=300)
+        mono0 = ctl.clock.monotonic()
+        while (await ctl.op(op["id"]))["upid"] is None:
+            await asyncio.sleep(0.02)
+        ctl.clock.step_wall(3600)  # the system clock jumps an hour ahead while the task runs
+        done = await drive(ctl, op["id"])
+        took = ctl.clock.monotonic() - mono0
+        assert done["status"] == "succeeded", done
+        assert done["duration_seconds"] <= took + 1e-6, (done["duration_seconds"], took)
+        text = ctl.daemon.metrics_body(["lab"], False).decode()
+        total = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("pve_exporter_operation_duration_seconds_total{") and '"restart"' in line)
+        assert total <= took + 1e-6
+
+
+async def test_an_old_history_file_is_upgraded_in_place(tmp_path) -> None:
+    """A history written before elapsed_seconds existed opens, keeps its rows and gains the column."""
+    import sqlite3
+
+    from pve_exporter.control.operations import SCHEMA_VERSION, OperationStore
+
+    db = tmp_path / "ops.sqlite"
+    store = OperationStore(db, clock=lambda: 1_767_225_600.0)
+    await store.open()
+    await store.close()
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE operations DROP COLUMN elapsed_seconds")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    store = OperationStore(db, clock=lambda: 1_767_225_600.0)
+    await store.open()
+    try:
+        assert store.is_open
+    finally:
+        await store.close()
+    con = sqlite3.connect(db)
+    cols = {row[1] for row in con.execute("PRAGMA table_info(operations)")}
+    version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    con.close()
+    assert "elapsed_seconds" in cols and int(version) == SCHEMA_VERSION

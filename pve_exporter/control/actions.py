@@ -195,6 +195,7 @@ class ActionRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[str] = set()  # bulk members still waiting for a slot (nothing sent yet)
         self._op_cluster: dict[str, str] = {}
+        self._started_mono: dict[str, float] = {}  # operation id -> monotonic start, for its measured duration
         self._recovered = asyncio.Event()  # set once recovery has reserved the guests it re-checks
         self._recovered.set()
 
@@ -410,6 +411,7 @@ class ActionRunner:
         # is taken from the stored (wall) start once.
         elapsed = max(0.0, now - op.started_at) if resume and op.started_at is not None else 0.0
         deadline = self.monotonic() + max(0.0, op.timeout_seconds - elapsed)
+        self._started_mono[op.id] = self.monotonic() - elapsed
         assert op.resource_type is not None
         steps = plan_steps(op.operation, op.force, op.resource_type, op.timeout_seconds)
         first = op.step
@@ -595,8 +597,10 @@ class ActionRunner:
 
     async def _finish(self, op: Operation, status: str, message: str | None) -> Operation:
         now = self.clock()
+        started = self._started_mono.pop(op.id, None)  # measured: immune to a clock step meanwhile
         op = evolve(op, status=status, finished_at=now, started_at=op.started_at or now,
-                    error_message=scrub_secrets(message))
+                    error_message=scrub_secrets(message),
+                    elapsed_seconds=None if started is None else max(0.0, self.monotonic() - started))
         try:
             await self.store.save(op)
         except HistoryError as exc:  # visible through the history's health metric; the outcome is still logged

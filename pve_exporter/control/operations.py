@@ -33,7 +33,7 @@ ACTIVE = frozenset({"pending", "running"})
 TERMINAL = frozenset(STATUSES) - ACTIVE
 ACTIONS = ("start", "stop", "restart")
 RESOURCE_TYPES = ("qemu", "lxc")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: operations.elapsed_seconds
 T = TypeVar("T")
 
 # The API fields of an operation, in the order of design §2.5.
@@ -103,11 +103,16 @@ class Operation:
     timeout_seconds: float = 120.0
     idempotency_key: str | None = None
     step: int = 0  # index of the PVE call being followed (lxc forced restart has two)
+    # How long it ran, measured on the monotonic clock: the wall times above may straddle a clock
+    # step. None when it was not measured (an operation finished after a restart of the daemon).
+    elapsed_seconds: float | None = None
 
     @property
     def duration_seconds(self) -> float | None:
         if self.finished_at is None or self.started_at is None:
             return None
+        if self.elapsed_seconds is not None:
+            return round(max(0.0, self.elapsed_seconds), 3)
         return round(max(0.0, self.finished_at - self.started_at), 3)
 
     @property
@@ -124,6 +129,19 @@ class Operation:
 
 
 _COLUMNS = tuple(f.name for f in fields(Operation))
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Bring a history written by an older release up to SCHEMA_VERSION, in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version < 2:
+            db.execute("ALTER TABLE operations ADD COLUMN elapsed_seconds REAL")
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,7 +166,8 @@ CREATE TABLE IF NOT EXISTS operations (
     batch_id TEXT,
     timeout_seconds REAL NOT NULL,
     idempotency_key TEXT,
-    step INTEGER NOT NULL DEFAULT 0
+    step INTEGER NOT NULL DEFAULT 0,
+    elapsed_seconds REAL
 );
 CREATE INDEX IF NOT EXISTS operations_requested ON operations (requested_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS operations_guest ON operations (cluster, resource_id);
@@ -277,6 +296,8 @@ class OperationStore:
             db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.OperationalError(f"written by a newer pve_exporter (schema {row[0]} > {SCHEMA_VERSION})")
+        elif int(row[0]) < SCHEMA_VERSION:
+            _upgrade(db, int(row[0]))
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         self._db = db

@@ -79,6 +79,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        ALTER TABLE pve_exporter_operations ADD COLUMN elapsed_seconds double precision;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
