@@ -4,6 +4,7 @@ output, the control plane and the coordinator; reload as one transaction; what t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -133,7 +134,9 @@ class Daemon:
         self.last_reload_ok = True
         self.last_reload_success: float = clock()  # the config read at start counts as the first load
         self.restart_required: tuple[str, ...] = ()
-        self._own: dict[tuple[str, ...], OwnMetrics] = {}  # self-metrics per selection, see own_metrics
+        self._own: dict[tuple[str, ...], OwnMetrics] = {}
+        self._draining: dict[str, ClusterRuntime] = {}  # removed clusters whose operations still run
+        self._drains: set[asyncio.Task[None]] = set()  # self-metrics per selection, see own_metrics
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /api/v1/reload: one transaction at a time
         self._leased: set[str] | None = None  # targets this replica holds a lease for (coordination); None: all
         # Replicas (settings.coordination): PostgreSQL leases decide what this daemon polls (pve_exporter/coord/).
@@ -222,7 +225,9 @@ class Daemon:
         if self.autostart:
             # Spread clusters over the interval (stable per name), so their parsing does not pile up.
             phase = (zlib.crc32(rt.cfg.name.encode()) % 1000) / 1000 * rt.cfg.interval_seconds
-            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"poll-{rt.cfg.name}")
+            # A fresh context: a poller started by POST /api/v1/reload must not log with that request's id.
+            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"poll-{rt.cfg.name}",
+                                          context=contextvars.Context())
         log.info("cluster started", cluster=rt.cfg.name, endpoints=rt.cfg.endpoints, interval=rt.cfg.interval_seconds)
 
     def _start_one(self, cfg: ClusterSettings) -> None:
@@ -231,12 +236,40 @@ class Daemon:
         self._run(rt)
 
     @staticmethod
-    async def _stop(rt: ClusterRuntime) -> None:
-        """Cancel and await the poll loop (its cycle's requests with it), then close the client."""
+    async def _stop_polling(rt: ClusterRuntime) -> None:
+        """Cancel and await the poll loop (its cycle's requests with it)."""
         if rt.task is not None:
             rt.task.cancel()
             await asyncio.gather(rt.task, return_exceptions=True)
+
+    async def _stop(self, rt: ClusterRuntime) -> None:
+        """Stop polling, then close the client."""
+        await self._stop_polling(rt)
         await rt.client.close()
+
+    async def _retire(self, rt: ClusterRuntime) -> None:
+        """A cluster removed from the config: polling stops now; while power operations on it are still
+        followed, its client stays with them (no new action is accepted) and closes once they end."""
+        name = rt.cfg.name
+        if self.control is None or not self.control.runner.holds(name):
+            await self._stop(rt)
+            return
+        await self._stop_polling(rt)
+        self._draining[name] = rt
+        log.info("cluster removed; its client stays until its running operations end", cluster=name)
+
+        async def drain() -> None:
+            try:
+                assert self.control is not None
+                await self.control.runner.cluster_released(name)
+            finally:
+                if self._draining.get(name) is rt:
+                    del self._draining[name]
+                await rt.client.close()
+
+        task = asyncio.create_task(drain(), name=f"drain-{name}", context=contextvars.Context())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
     def _forget(self, name: str) -> None:
         self.store.remove(name)
@@ -273,6 +306,9 @@ class Daemon:
             await self.coord.stop()
         if self.control is not None:  # first: running actions record their state while clients still work
             await self.control.stop()
+        for task in list(self._drains):  # removed clusters' clients kept for their operations
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
         for name in list(self.clusters):
             await self._stop_one(name, forget=False)
         await self.pbs.stop()
@@ -336,18 +372,25 @@ class Daemon:
             return False
         async with self._reload_lock:
             try:
-                new = load_settings(self.config_path)
-            except ConfigError as exc:
-                return self._reload_failed(str(exc))
-            for warning in permission_warnings(self.config_path, new):
-                log.warning("secrets readable by others", detail=warning)
-            try:
-                return await self._apply(new)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # anything unforeseen: the running set stays, loudly
-                log.exception("reload failed unexpectedly, keeping the running config")
-                return self._reload_failed(f"{type(exc).__name__}: {exc}")
+                return await self._reload()
+            finally:
+                self._own.clear()  # the reload's outcome is on the very next scrape, not a second later
+
+    async def _reload(self) -> bool:
+        assert self.config_path is not None
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            return self._reload_failed(str(exc))
+        for warning in permission_warnings(self.config_path, new):
+            log.warning("secrets readable by others", detail=warning)
+        try:
+            return await self._apply(new)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # anything unforeseen: the running set stays, loudly
+            log.exception("reload failed unexpectedly, keeping the running config")
+            return self._reload_failed(f"{type(exc).__name__}: {exc}")
 
     def _reload_failed(self, reason: str) -> bool:
         self.last_reload_ok = False
@@ -430,7 +473,7 @@ class Daemon:
         for rt in replaced:
             await self._stop(rt)
         for rt in removed:
-            await self._stop(rt)
+            await self._retire(rt)
             self._forget(rt.cfg.name)
             log.info("cluster removed", cluster=rt.cfg.name)
         await self.pbs.finish(pbs)
@@ -456,11 +499,13 @@ class Daemon:
         return sorted(self.clusters)
 
     def cluster_view(self, name: str) -> ClusterView | None:
-        rt = self.clusters.get(name) or (self.acting.runtime(name) if self.coord is not None else None)
+        retired = name not in self.clusters and name in self._draining
+        rt = (self.clusters.get(name) or self._draining.get(name)
+              or (self.acting.runtime(name) if self.coord is not None else None))
         if rt is None:
             return None
         return ClusterView(name, rt.client, rt.cfg.token_id, rt.cfg.interval_seconds, rt.cfg.stale_after,
-                           tuple(rt.client.endpoints))  # fmt: skip
+                           tuple(rt.client.endpoints), retired=retired)  # fmt: skip
 
     def latest_snapshot(self, name: str) -> Snapshot | None:
         return self.store.get(name)

@@ -335,3 +335,26 @@ async def test_an_old_history_file_is_upgraded_in_place(tmp_path) -> None:
     version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     con.close()
     assert "elapsed_seconds" in cols and int(version) == SCHEMA_VERSION
+
+
+async def test_an_operation_outlives_the_removal_of_its_cluster(tmp_path) -> None:
+    """Found by the chaos soak: a reload that removed a cluster while one of its tasks was followed
+    ended the operation `failed` although PVE carried it out. The removed cluster's client now stays
+    with the operations it follows (no new action is accepted) and is closed when they end."""
+    vmid, _node = GUESTS["qemu"]
+    async with control_app(tmp_path / "ops.sqlite", clusters=(("lab", 3, 4), ("prod", 2, 2))) as ctl:
+        op = await ctl.act("lab", vmid, "restart", timeout_seconds=300)
+        await ctl.wait_upid(op["id"])
+        client = ctl.daemon.clusters["lab"].client
+        # the same transaction as a reload that drops `lab` from the config
+        assert await ctl.daemon.retarget({"prod"})
+        assert "lab" not in ctl.daemon.clusters and not client.closed
+        status, body, _ = await ctl.call("POST", "/api/v1/clusters/lab/guests/101/start", json={})
+        assert status == 404, body  # no new action on a removed cluster
+        done = await drive(ctl, op["id"])
+        assert done["status"] == "succeeded", done
+        for _ in range(100):  # the drain task closes the client right after the operation ends
+            if client.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert client.closed and not ctl.daemon._draining

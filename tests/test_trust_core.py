@@ -284,3 +284,34 @@ async def test_never_reached_cluster_reports_no_collector_success():
     assert succeeded == [], f"reported success without data: {succeeded}"
     assert all(r.last_success is None for r in snap.results.values())
     assert all(r.error_kind == "unreachable" for r in snap.results.values())
+
+
+async def test_a_poller_started_by_an_api_reload_does_not_log_with_the_request_id(tmp_path, log_buffer):
+    """Found by the chaos soak: every later log line of a cluster added by POST /api/v1/reload carried
+    that request's id (the poll task inherited the request's context)."""
+    import json
+
+    import structlog
+
+    clock = FixedClock()
+    sim = build_simulator([("a", 1, 1), ("b", 1, 1)], seed=3, auth_delay=0.0, clock=clock)
+    async with SimulatorServer(sim) as server:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(config_text({"a": server.urls["a"]}))
+        daemon = Daemon(load_settings(cfg), config_path=str(cfg), clock=clock, monotonic=clock.monotonic)
+        await daemon.start()
+        try:
+            cfg.write_text(config_text(server.urls))
+            with structlog.contextvars.bound_contextvars(request_id="req-123"):
+                assert await daemon.reload()
+            for _ in range(200):
+                lines = [json.loads(x) for x in log_buffer.getvalue().splitlines() if x.startswith("{")]
+                reachable = [x for x in lines if x.get("event") == "cluster reachable" and x.get("cluster") == "b"]
+                if reachable:
+                    break
+                await asyncio.sleep(0.01)
+            assert reachable and "request_id" not in reachable[0], reachable
+            reloaded = next(x for x in lines if x.get("event") == "config reloaded")
+            assert reloaded["request_id"] == "req-123"  # the reload itself is the request's
+        finally:
+            await daemon.stop()

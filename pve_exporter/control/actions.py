@@ -191,6 +191,7 @@ class ActionRunner:
         self.sleep = sleep
         self.accepting = True
         self.busy: dict[tuple[str, int], str] = {}  # (cluster, vmid) -> id of the operation holding the guest
+        self._freed = asyncio.Event()  # set whenever a guest is released (see wait_idle)
         self._keys: dict[tuple[str, str], asyncio.Future[Operation]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[str] = set()  # bulk members still waiting for a slot (nothing sent yet)
@@ -208,8 +209,9 @@ class ActionRunner:
 
     # ---- guests ---------------------------------------------------------------------------------
     def cluster(self, name: str) -> ClusterView:
+        """A cluster new actions may use (one removed by a reload only finishes what it follows)."""
         view = self.host.cluster_view(name)
-        if view is None:
+        if view is None or view.retired:
             raise ApiProblem("CLUSTER_NOT_FOUND", f"cluster {name!r} is not configured",
                              details={"cluster": name, "configured": self.host.cluster_names()})
         return view
@@ -245,8 +247,23 @@ class ActionRunner:
         self.busy[(cluster, vmid)] = op_id
 
     def release(self, op: Operation) -> None:
-        if self.busy.get((op.cluster, op.resource_id)) == op.id:
-            del self.busy[(op.cluster, op.resource_id)]
+        self._unbusy(op.cluster, op.resource_id, op.id)
+
+    def _unbusy(self, cluster: str, vmid: int, op_id: str) -> None:
+        if self.busy.get((cluster, vmid)) == op_id:
+            del self.busy[(cluster, vmid)]
+            self._freed.set()
+
+    def holds(self, cluster: str) -> bool:
+        """Whether an unfinished operation holds a guest of `cluster`."""
+        return any(c == cluster for c, _ in self.busy)
+
+    async def cluster_released(self, cluster: str) -> None:
+        """Until no operation holds a guest of `cluster` (a cluster removed by a reload keeps its client
+        for the operations it still follows, then lets it go)."""
+        while self.holds(cluster):
+            self._freed.clear()
+            await self._freed.wait()
 
     async def submit(
         self,
@@ -323,8 +340,7 @@ class ActionRunner:
             self.check_accepting()
             await self.store.insert(op)
         except BaseException:
-            if self.busy.get((cluster, vmid)) == op_id:
-                del self.busy[(cluster, vmid)]
+            self._unbusy(cluster, vmid, op_id)
             raise
         audit("power action requested", operation_id=op.id, user=user, client_ip=client_ip, cluster=cluster,
               vmid=vmid, node=op.node, guest_type=op.resource_type, action=action, force=force,
@@ -401,7 +417,8 @@ class ActionRunner:
 
     async def _execute(self, op: Operation, *, resume: bool = False) -> Operation:
         now = self.clock()
-        if self.host.cluster_view(op.cluster) is None:
+        view = self.host.cluster_view(op.cluster)
+        if view is None or (view.retired and not resume):  # removed by a reload: nothing new is sent
             return await self._finish(evolve(op, started_at=op.started_at or now), "failed",
                                       f"cluster {op.cluster!r} is no longer configured")
         if not resume:

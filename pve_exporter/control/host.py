@@ -28,6 +28,8 @@ class ClusterView:
     interval_seconds: float
     stale_after: float
     endpoints: tuple[EndpointState, ...]
+    # Removed from the config by a reload: its client only finishes the operations it follows.
+    retired: bool = False
 
 
 class ControlHost(Protocol):

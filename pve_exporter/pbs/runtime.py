@@ -8,6 +8,7 @@ snapshot, grouped by family) and the join input (newest backup per guest of a li
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -123,7 +124,8 @@ class BackupServers:
     def run(self, rt: BackupServerRuntime) -> None:
         if self.autostart:
             phase = (zlib.crc32(rt.cfg.name.encode()) % 1000) / 1000 * rt.cfg.interval_seconds
-            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"pbs-{rt.cfg.name}")
+            rt.task = asyncio.create_task(rt.poller.run_forever(phase), name=f"pbs-{rt.cfg.name}",
+                                          context=contextvars.Context())  # not a reload request's context
         log.info("backup server started", server=rt.cfg.name, endpoints=rt.cfg.endpoints)
 
     @staticmethod
