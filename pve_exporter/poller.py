@@ -454,30 +454,38 @@ class Poller:
         self._cycle_no += 1
         for c in collectors:
             last = self._last_run.get(c.name)
-            if c.tier == "slow" and last is not None and now - last < self.timing.slow_interval - 1e-6:
-                continue
             if c.min_interval and last is not None and now - last < c.min_interval - 1e-6:
                 continue
             ages = {k: p.fetched_at for k, p in self._cache.setdefault(c.name, {}).items()}
             reqs = list(c.plan(shared, CacheView(now, ages, everything, self.timing.interval)))
-            if c.tier == "node":
+            slices = self._slices(c)
+            if slices:
                 self._node_keep[c.name] = {r.key for r in reqs}
-                if last is not None:  # the first run fetches every node: a full set of series at start-up
-                    reqs = self._node_slice(reqs, shared)
+                if last is not None:  # the first run fetches everything: a full set of series at start-up
+                    reqs = self._slice(reqs, shared, slices)
                     if not reqs:
-                        continue  # no node of this slice: the last result stands
+                        continue  # nothing in this cycle's share: the last result stands
             due.append((c, reqs))
             self._last_run[c.name] = now
         return due
 
-    def _node_slice(self, reqs: list[Request], shared: Shared) -> list[Request]:
-        """The requests of this cycle's share of the nodes (nodes in name order, dealt round-robin)."""
-        slices = self.timing.node_slices
+    def _slices(self, c: Collector) -> int:
+        """Into how many fast cycles a node or slow collector's work is dealt (0: not dealt, fast tier)."""
+        if c.tier == "node":
+            return self.timing.node_slices
+        if c.tier == "slow":
+            return max(1, round(self.timing.slow_interval / self.timing.interval))
+        return 0
+
+    def _slice(self, reqs: list[Request], shared: Shared, slices: int) -> list[Request]:
+        """This cycle's share: per-node requests of every `slices`-th node (nodes in name order, dealt
+        round-robin), cluster-wide ones on the first turn only. Each request comes once per round of
+        `slices` cycles, and no cycle carries a whole tier (1 300 requests at 200 nodes)."""
         if slices == 1:
             return reqs
         turn = self._cycle_no % slices
         mine = {n.name for i, n in enumerate(shared.nodes) if i % slices == turn}
-        return [r for r in reqs if r.node is None or r.node in mine]
+        return [r for r in reqs if (r.node in mine if r.node is not None else turn == 0)]
 
     def _build(self, cycle: _CycleInput, now: float) -> Snapshot:
         """Store what was fetched, parse every collector, make the snapshot (runs in a worker thread).
@@ -561,7 +569,7 @@ class Poller:
         self, c: Collector, cache: dict[str, Payload], got: list[tuple[Request, _Outcome]], now: float, t: float
     ) -> tuple[bool, list[PveError], float]:
         """Put a due collector's answers in its cache; returns (serving stale data, errors, last answer time)."""
-        node_tier = c.tier == "node"
+        node_tier = c.tier in ("node", "slow")  # dealt over the cycles
         if node_tier:  # other slices' payloads stay; those of nodes gone (or offline) go
             keep = self._node_keep.get(c.name, set())
             for k in [k for k in cache if k not in keep]:

@@ -236,7 +236,8 @@ async def test_every_pve_flavour_collects_cleanly(version):
 
 async def test_api_calls_per_cycle_match_the_formula():
     """First cycle: 2 + 6 + 9·N + B + G; later fast cycles: 2 + 4 per node of the cycle's node slice
-    (each node once per node interval), + QDevice and tasks once per node interval (documented in the README).
+    (each node once per node interval) + the slow tier's share (each node once per slow interval), + QDevice
+    and tasks once per node interval (documented in the README).
 
     B = backup storage listings: `local` on each node plus the shared `nfs-backup` once. The slow tier
     (and so the first cycle) also asks /pools and the HA status once, and ZFS, disks and certificates
@@ -253,7 +254,10 @@ async def test_api_calls_per_cycle_match_the_formula():
     qdevice = 1  # 4 nodes: the simulator configures a QDevice
     backup_listings = n + 1
     assert first == 2 + 3 + 2 + qdevice + 9 * n + backup_listings + g
-    assert second == 2 + 4  # 4 slices (60 s / 15 s), 4 nodes: one node's status, rrddata, qemu, lxc
+    # cycle 2 is slice 2 of the node tier (60 s / 15 s = 4 slices) and of the slow tier (300 s / 15 s = 20):
+    # pve3's status, rrddata, qemu, lxc and its replication, subscription, ZFS, disks, certificates and
+    # `local` backup listing
+    assert second == 2 + 4 + 6
 
 
 async def test_per_node_calls_go_to_the_node_address_with_fallback():

@@ -134,9 +134,9 @@ async def test_request_count_formula_per_cycle():
     """First cycle: 2 shared + version + backup-info + qdevice + tasks + pools + HA status + 9 per node
     (status, rrddata, qemu, lxc, replication, subscription, ZFS, disks, certificates) + G configs
     (+ backup listings: none here, the fake has no storages).
-    Fast cycles: 2 shared + the node tier's share: 4 per node (status, rrddata, qemu, lxc) for the nodes
-    of this cycle's slice (60 s node interval / 15 s = 4 slices; 3 nodes → one node a cycle, none in the 4th);
-    qdevice and tasks once per node interval. Nothing per guest."""
+    Fast cycles: 2 shared + the node and slow tiers' shares: 4 + 5 per node for the nodes of this cycle's
+    slice (60 s / 15 s = 4 slices for both here; 3 nodes → one node a cycle, none in the 4th), the slow
+    tier's cluster-wide requests on slice 0, qdevice and tasks once per node interval. Nothing per guest."""
     n, per_node = 3, 4
     poller, client, clock, _ = make(client=FakeClient(n_nodes=n, guests_per_node=per_node))
     await poller.run_once()
@@ -148,9 +148,11 @@ async def test_request_count_formula_per_cycle():
         await poller.run_once()
         per_cycle.append(len(client.calls))
         assert not [c for c in client.calls if c.endswith("/config")]
-    # cycles 2-5: node slices 2,3,0,1 → pve3, -, pve1, pve2; 60 s after the first cycle also qdevice + tasks,
-    # and the slow tier (slow_factor 4 here): version, backup-info, pools, HA + 5 per node
-    assert per_cycle == [2 + 4, 2, 2 + 4, 2 + 4 + 2 + 4 + 5 * n]
+    # cycles 2-5 are slices 2,3,0,1 of both the node tier (60 s) and the slow tier (4 × 15 s here): pve3, -,
+    # pve1, pve2 each get their 4 node-tier and 5 slow requests (replication, subscription, ZFS, disks,
+    # certificates); the cluster-wide slow ones (version, backup-info, pools, HA) come on slice 0; qdevice
+    # and tasks 60 s after the first cycle. Nothing comes in a burst.
+    assert per_cycle == [2 + 4 + 5, 2, 2 + 4 + 5 + 4, 2 + 4 + 5 + 2]
 
 
 async def test_slow_tier_runs_on_its_cadence():

@@ -133,3 +133,27 @@ def test_node_interval_shorter_than_a_cluster_interval_is_a_config_error(tmp_pat
     with pytest.raises(ConfigError) as e:
         load_settings(cfg)
     assert "collect.node_interval_seconds" in str(e.value)
+
+
+SLOW_NODE_PATHS = ("/replication", "/subscription", "/disks/zfs", "/disks/list", "/certificates/info")
+
+
+async def test_the_slow_tier_is_dealt_over_the_cycles_too():
+    """200 nodes' slow requests (1 300) in one cycle would overrun it: each node once per slow
+    interval, one share a cycle, the cluster-wide ones once."""
+    n = 25
+    poller, client, clock = make(n, interval=15.0)  # slow interval 300 s → 20 slices
+    await poller.run_once()
+    per_node: Counter[str] = Counter()
+    cluster_wide: Counter[str] = Counter()
+    for _ in range(20):
+        client.calls.clear()
+        clock.t += 15
+        await poller.run_once()
+        slow = [p for p in client.calls if node_of(p) and any(p.endswith(x) for x in SLOW_NODE_PATHS)]
+        nodes_now = {node_of(p) for p in slow}
+        assert len(nodes_now) <= math.ceil(n / 20), nodes_now
+        per_node.update(node_of(p) for p in slow)
+        cluster_wide.update(p for p in client.calls if p in ("/version", "/pools", "/cluster/ha/status/current"))
+    assert per_node == {f"pve{i}": len(SLOW_NODE_PATHS) for i in range(1, n + 1)}
+    assert set(cluster_wide.values()) == {1}, cluster_wide
