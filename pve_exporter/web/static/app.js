@@ -309,10 +309,11 @@ function renderGuests() {
     mem.title = age;
     tr.dataset.age = String(g.data_age_seconds);
     cell(tr, fmtDuration(g.uptime), "num opt").dataset.col = "uptime";
-    const backup = cell(tr, g.last_backup ? `${fmtDuration((Date.now() - Date.parse(g.last_backup)) / 1000)} ago` : "none",
-      "num opt" + (g.last_backup ? "" : " muted"));
+    const backup = cell(tr, g.last_backup ? g.last_backup.slice(0, 10) : "none", "num opt" + (g.last_backup ? "" : " muted"));
     backup.dataset.col = "backup";
-    backup.title = g.last_backup ? `newest backup: ${g.last_backup} (every source)` : "no backup known on any source";
+    backup.title = g.last_backup
+      ? `newest backup over every source: ${g.last_backup} (${fmtDuration((Date.now() - Date.parse(g.last_backup)) / 1000)} ago)`
+      : "no backup known on any source";
     cell(tr, g.tags.join(", "), "opt wrap");
     if (state.canPower) {
       const td = cell(tr, "", "actions power-only");
