@@ -29,6 +29,7 @@ from pve_exporter.collect.status import make_shared
 from pve_exporter.pve.client import PveClient
 from pve_exporter.pve.errors import PveApiError, PveError, PveTimeoutError, PveUnreachableError
 from pve_exporter.pve.values import flag, integer, split_tags, text
+from pve_exporter.schedule import Schedule
 from pve_exporter.selfmetrics import SelfStats
 from pve_exporter.snapshot import CollectorResult, GuestRef, Payload, Snapshot, SnapshotStore
 
@@ -228,11 +229,14 @@ class Poller:
         self.timing = timing
         self._clock = clock  # wall: snapshot and last-success timestamps only
         self._mono = monotonic  # schedules, staleness, cache ages
-        self._sleep = sleep
         self._pending: PollerConfig | None = None
         self._log = structlog.get_logger("pve_exporter.poller").bind(cluster=cluster)
         self._lock = asyncio.Lock()
-        self._trigger = asyncio.Event()
+        self._schedule = Schedule(
+            lambda: self.run_once(),  # late-bound: a test may wrap run_once
+            interval=lambda: self.timing.interval, monotonic=monotonic, log=self._log, sleep=sleep,
+            on_overrun=self._overran,
+        )  # fmt: skip
         self._shared_cache: dict[str, Payload] = {}
         self._cache: dict[str, dict[str, Payload]] = {c.name: {} for c in self.collectors}
         self._last_run: dict[str, float] = {}
@@ -269,41 +273,16 @@ class Poller:
             self._results.pop(gone, None)
             self._last_run.pop(gone, None)
 
+    def _overran(self, missed: int) -> None:
+        self.stats.overruns[self.cluster] += missed
+
     def trigger(self) -> None:
         """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
-        self._trigger.set()
+        self._schedule.trigger()
 
     async def run_forever(self, phase: float = 0.0) -> None:
-        """Cycle every interval. The first cycle runs at once (a full set of series at start-up);
-        later ones are shifted by `phase` so many clusters do not all parse at the same moment."""
-        next_at = self._mono()
-        first = True
-        while True:
-            delay = next_at - self._mono()
-            if delay > 0 and not self._trigger.is_set():
-                await self._wait(delay)
-            self._trigger.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop the cluster's polling for good
-                self._log.exception("cycle crashed")
-            now = self._mono()
-            next_at += self.timing.interval + (phase if first else 0.0)
-            first = False
-            if next_at <= now:
-                missed = int((now - next_at) // self.timing.interval) + 1
-                self.stats.overruns[self.cluster] += missed
-                self._log.warning("cycle overran its interval", skipped_starts=missed)
-                next_at += missed * self.timing.interval
-
-    async def _wait(self, delay: float) -> None:
-        if self._sleep is not None:
-            await self._sleep(delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._trigger.wait(), timeout=delay)
+        """Cycle every interval (schedule.py): at once, then shifted by `phase`."""
+        await self._schedule.run_forever(phase)
 
     # -- one cycle --------------------------------------------------------------------------
 

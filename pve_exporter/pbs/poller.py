@@ -26,6 +26,7 @@ from pve_exporter.pbs.render import Rendered, render_server
 from pve_exporter.poller import _CycleTasks, merge_families
 from pve_exporter.pve.client import PveClient
 from pve_exporter.pve.errors import PveError, PveNotFoundError, PveTimeoutError
+from pve_exporter.schedule import Schedule
 from pve_exporter.snapshot import CollectorResult, Payload
 
 
@@ -97,9 +98,7 @@ class PbsPoller:
         self._publish = publish
         self._clock = clock
         self._mono = monotonic
-        self._sleep = sleep
         self._lock = asyncio.Lock()
-        self._trigger = asyncio.Event()
         self._cache: dict[str, dict[str, Payload]] = {c.name: {} for c in self.collectors}
         self._last_run: dict[str, float] = {}
         self._results: dict[str, CollectorResult] = {}
@@ -107,9 +106,17 @@ class PbsPoller:
         self._last_reach_mono: float | None = None
         self._seq = 0
         self._log = structlog.get_logger("pve_exporter.pbs").bind(server=server)
+        self._schedule = Schedule(
+            lambda: self.run_once(),  # late-bound: a test may wrap run_once
+            interval=lambda: self.timing.interval, monotonic=monotonic, log=self._log, sleep=sleep,
+            on_overrun=self._overran,
+        )  # fmt: skip
+
+    def _overran(self, missed: int) -> None:
+        self.stats.overruns += missed
 
     def trigger(self) -> None:
-        self._trigger.set()
+        self._schedule.trigger()
 
     def group_locations(self, backup_type: str, backup_id: str) -> list[tuple[str, str]]:
         """(datastore, namespace) of every cached group listing that holds this group (no I/O)."""
@@ -121,35 +128,8 @@ class PbsPoller:
         ]  # fmt: skip
 
     async def run_forever(self, phase: float = 0.0) -> None:
-        """Like the cluster poller: the first cycle at once, later ones every interval (shifted by `phase`)."""
-        next_at = self._mono()
-        first = True
-        while True:
-            delay = next_at - self._mono()
-            if delay > 0 and not self._trigger.is_set():
-                await self._wait(delay)
-            self._trigger.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop this server's polling for good
-                self._log.exception("cycle crashed")
-            now = self._mono()
-            next_at += self.timing.interval + (phase if first else 0.0)
-            first = False
-            if next_at <= now:
-                missed = int((now - next_at) // self.timing.interval) + 1
-                self.stats.overruns += missed
-                self._log.warning("cycle overran its interval", skipped_starts=missed)
-                next_at += missed * self.timing.interval
-
-    async def _wait(self, delay: float) -> None:
-        if self._sleep is not None:
-            await self._sleep(delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._trigger.wait(), timeout=delay)
+        """Like the cluster poller (schedule.py): the first cycle at once, later ones every interval."""
+        await self._schedule.run_forever(phase)
 
     async def run_once(self) -> PbsSnapshot:
         async with self._lock, _CycleTasks() as tasks:
