@@ -280,6 +280,10 @@ class Poller:
         """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
         self._schedule.trigger()
 
+    @property
+    def triggered(self) -> bool:
+        return self._schedule.triggered
+
     async def run_forever(self, phase: float = 0.0) -> None:
         """Cycle every interval (schedule.py): at once, then shifted by `phase`."""
         await self._schedule.run_forever(phase)

@@ -38,6 +38,11 @@ class Schedule:
         """Ask for a cycle now (control API `collect`); coalesces with one already asked for."""
         self._trigger.set()
 
+    @property
+    def triggered(self) -> bool:
+        """A cycle was asked for and has not started yet."""
+        return self._trigger.is_set()
+
     async def run_forever(self, phase: float = 0.0) -> None:
         """The first cycle runs at once (a full set of series at start-up); later ones are shifted by
         `phase` so that many targets do not all parse at the same moment."""

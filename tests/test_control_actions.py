@@ -274,7 +274,7 @@ async def test_metrics_count_operations_and_the_poller_is_triggered(tmp_path) ->
         bad = await ctl.act("lab", 104, "start")
         await drive(ctl, ok["id"])
         await drive(ctl, bad["id"])
-        assert ctl.daemon.clusters["lab"].poller._trigger.is_set()  # a refresh was asked for
+        assert ctl.daemon.clusters["lab"].poller.triggered  # a refresh was asked for
         s = series(ctl.daemon.metrics_body(["lab"], False).decode())
 
         def val(name: str, **labels: str) -> float | None:
