@@ -75,6 +75,27 @@ def _read_secret(path: Path, key: str) -> SecretStr:
     return SecretStr(value)
 
 
+def _token_id(v: str, example: str) -> str:
+    """A PVE or PBS API token id, refused (without echoing it) when the secret was pasted along."""
+    if "=" in v or ":" in v:  # `user@realm!name=secret` (PVE's header form) or `…!name:secret` (PBS's)
+        raise ValueError(
+            "token_id must be user@realm!tokenname without the secret; put the secret in token_secret_file"
+        )
+    if not TOKEN_ID.match(v):
+        raise ValueError(f"must look like user@realm!tokenname (e.g. {example}), got {v!r}")
+    return v
+
+
+def _resolve_token_secret(model: ClusterSettings | BackupServerSettings) -> None:
+    """Exactly one of token_secret / token_secret_file; the file is read once, at load."""
+    if model.token_secret is None and model.token_secret_file is None:
+        raise ValueError("token_secret or token_secret_file is required")
+    if model.token_secret is not None and model.token_secret_file is not None:
+        raise ValueError("give token_secret or token_secret_file, not both")
+    if model.token_secret_file is not None:
+        object.__setattr__(model, "token_secret", _read_secret(model.token_secret_file, "token_secret_file"))
+
+
 def _existing_file(v: Path | None) -> Path | None:
     if v is not None and not v.is_file():
         raise ValueError(f"file not found: {v}")
@@ -139,27 +160,13 @@ class ClusterSettings(Strict):
                 raise ValueError(f"{node}: {exc}") from None
         return out
 
-    @field_validator("token_id")
-    @classmethod
-    def _token_id(cls, v: str) -> str:
-        if "=" in v or ":" in v:  # `user@realm!name=secret` (the header form) or `…!name:secret`
-            raise ValueError(
-                "token_id must be user@realm!tokenname without the secret; put the secret in token_secret_file"
-            )
-        if not TOKEN_ID.match(v):
-            raise ValueError(f"must look like user@realm!tokenname (e.g. monitor@pve!exporter), got {v!r}")
-        return v
+    _token_id = field_validator("token_id")(classmethod(lambda cls, v: _token_id(v, "monitor@pve!exporter")))
 
     _ca_file = field_validator("ca_file")(classmethod(lambda cls, v: _existing_file(v)))
 
     @model_validator(mode="after")
     def _secret(self) -> ClusterSettings:
-        if self.token_secret is None and self.token_secret_file is None:
-            raise ValueError("token_secret or token_secret_file is required")
-        if self.token_secret is not None and self.token_secret_file is not None:
-            raise ValueError("give token_secret or token_secret_file, not both")
-        if self.token_secret_file is not None:
-            object.__setattr__(self, "token_secret", _read_secret(self.token_secret_file, "token_secret_file"))
+        _resolve_token_secret(self)
         return self
 
     def secret(self) -> str:
@@ -210,16 +217,7 @@ class BackupServerSettings(Strict):
             raise ValueError("must start with a letter or digit and hold only letters, digits, '.', '_' or '-'")
         return v
 
-    @field_validator("token_id")
-    @classmethod
-    def _token_id(cls, v: str) -> str:
-        if "=" in v or ":" in v:  # `PBSAPIToken=user@realm!name:secret` pasted whole
-            raise ValueError(
-                "token_id must be user@realm!tokenname without the secret; put the secret in token_secret_file"
-            )
-        if not TOKEN_ID.match(v):
-            raise ValueError(f"must look like user@realm!tokenname (e.g. monitor@pbs!exporter), got {v!r}")
-        return v
+    _token_id = field_validator("token_id")(classmethod(lambda cls, v: _token_id(v, "monitor@pbs!exporter")))
 
     _ca_file = field_validator("ca_file")(classmethod(lambda cls, v: _existing_file(v)))
 
@@ -248,12 +246,7 @@ class BackupServerSettings(Strict):
     def _secret(self) -> BackupServerSettings:
         if self.fingerprint is not None and self.ca_file is not None:
             raise ValueError("fingerprint: give fingerprint or ca_file, not both")
-        if self.token_secret is None and self.token_secret_file is None:
-            raise ValueError("token_secret or token_secret_file is required")
-        if self.token_secret is not None and self.token_secret_file is not None:
-            raise ValueError("give token_secret or token_secret_file, not both")
-        if self.token_secret_file is not None:
-            object.__setattr__(self, "token_secret", _read_secret(self.token_secret_file, "token_secret_file"))
+        _resolve_token_secret(self)
         return self
 
     def secret(self) -> str:
