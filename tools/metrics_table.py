@@ -19,6 +19,7 @@ import asyncio
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,20 +152,21 @@ def table() -> str:
     return render(*asyncio.run(collect_all(busy)))
 
 
-def replace_in_readme(text: str, new_table: str) -> str:
-    head, rest = text.split(START + "\n", 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{new_table}{END}{tail}"
+def replace_in_readme(text: str, new_table: str, start: str = START, end: str = END) -> str:
+    head, rest = text.split(start + "\n", 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{new_table}{end}{tail}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def main(make_table: Callable[[], str] = table, start: str = START, end: str = END, doc: str = __doc__) -> None:
+    """Print a generated table (stdout: the table only, logs on stderr), or `--write` it into the README."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--write", action="store_true", help="replace the table in README.md")
     args = parser.parse_args()
-    logs.configure("warning", "console", stream=sys.stderr)  # stdout carries the table only
-    out = table()
+    logs.configure("warning", "console", stream=sys.stderr)
+    out = make_table()
     if args.write:
-        README.write_text(replace_in_readme(README.read_text(), out))
+        README.write_text(replace_in_readme(README.read_text(), out, start, end))
     else:
         sys.stdout.write(out)
 

@@ -10,7 +10,6 @@ only in trouble). tests/test_pbs_docs.py fails when README differs from a fresh 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from pathlib import Path
@@ -18,12 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pve_exporter import logs  # noqa: E402
 from pve_exporter.app import Daemon  # noqa: E402
 from pve_exporter.settings import Settings  # noqa: E402
 from pve_exporter.simulator import SimulatorServer, build_simulator  # noqa: E402
 from pve_exporter.simulator.pbs import PBS_TOKEN_ID, PBS_TOKEN_SECRET, PbsServer, SimPbs  # noqa: E402
 from tests.simharness import FixedClock, cluster_cfg  # noqa: E402
+from tools import metrics_table  # noqa: E402
 from tools.metrics_table import Families, families  # noqa: E402
 
 README = ROOT / "README.md"
@@ -73,23 +72,5 @@ def table() -> str:
     return render(fams)
 
 
-def replace_in_readme(text: str, new_table: str) -> str:
-    head, rest = text.split(START + "\n", 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{new_table}{END}{tail}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
-    args = parser.parse_args()
-    logs.configure("warning", "console", stream=sys.stderr)  # stdout carries the table only
-    out = table()
-    if args.write:
-        README.write_text(replace_in_readme(README.read_text(), out))
-    else:
-        sys.stdout.write(out)
-
-
 if __name__ == "__main__":
-    main()
+    metrics_table.main(table, START, END, __doc__)
